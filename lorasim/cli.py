@@ -1,0 +1,142 @@
+"""The ``lorasim`` command line: thin — parse, load the scenario, simulate, write and print."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lorasim.errors import LorasimError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Discrete-event simulator of multi-LoRA LLM serving (vLLM semantics).")
+console = Console()
+
+SUMMARY_ROWS = (
+    ("Requests", ("num_requests", "num_completed", "num_aborted", "duration_s")),
+    ("Throughput", ("request_throughput_rps", "output_throughput_tok_s", "total_throughput_tok_s")),
+    ("TTFT (ms)", ("ttft_ms_mean", "ttft_ms_p50", "ttft_ms_p90", "ttft_ms_p99")),
+    ("TPOT (ms)", ("tpot_ms_mean", "tpot_ms_p50", "tpot_ms_p90", "tpot_ms_p99")),
+    ("ITL (ms)", ("itl_ms_mean", "itl_ms_p50", "itl_ms_p90", "itl_ms_p99")),
+    ("E2E latency (ms)", ("e2el_ms_mean", "e2el_ms_p50", "e2el_ms_p90", "e2el_ms_p99")),
+    ("Adapters", ("gpu_adapter_loads", "disk_adapter_loads", "gpu_adapter_hit_rate", "adapter_load_wait_s")),
+    ("Queue", ("max_queue_wait_s", "num_preemptions", "max_num_waiting", "kv_cache_tokens")),
+)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "-"
+        return f"{v:,.3f}" if abs(v) < 1000 else f"{v:,.1f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def print_summary(summary: dict, title: str) -> None:
+    table = Table(title=title, show_header=True, header_style="bold")
+    table.add_column("group")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for group, keys in SUMMARY_ROWS:
+        for i, k in enumerate(keys):
+            if k in summary:
+                table.add_row(group if i == 0 else "", k, _fmt(summary[k]))
+    console.print(table)
+
+
+@app.command()
+def run(
+    scenario: Optional[Path] = typer.Argument(None, help="Scenario YAML; omitted: the embedded default scenario."),
+    set_: list[str] = typer.Option([], "--set", help="Override a leaf by dotted path, e.g. engine.max_loras=16 "
+                                   "(repeatable; values parsed as YAML)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Root seed (replaces the scenario's seed)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write summary.json, requests.parquet, steps.parquet, "
+                                       "adapter_events.parquet and scenario.resolved.yaml here."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory for traces and length tables "
+                                            "(default: $LORASIM_DATA_DIR, else ../shared/data beside the repo)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table."),
+) -> None:
+    """Simulate one scenario and print its summary."""
+    from lorasim import load_scenario, simulate
+
+    sc = load_scenario(scenario, overrides=set_, seed=seed)
+    out_dir = out if out is not None else (Path(sc.output.dir) if sc.output.dir else None)
+    if not as_json:
+        console.print(f"[bold]lorasim[/] {scenario if scenario else 'embedded default scenario'}: "
+                      f"scheduler={sc.scheduler.name}, max_loras={sc.engine.max_loras}, "
+                      f"max_cpu_loras={sc.engine.cpu_loras}, seed={sc.seed}")
+    res = simulate(sc, data_dir=data_dir)
+    if out_dir is not None:
+        res.write(out_dir)
+    if as_json:
+        print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
+                          for k, v in res.summary.items()}, indent=2))
+        return
+    print_summary(res.summary, title=f"summary ({res.wall_time_s:.2f} s wall, {res.summary['num_steps']:,} steps)")
+    if out_dir is not None:
+        console.print(f"wrote {out_dir}/")
+
+
+@app.command()
+def policies(as_json: bool = typer.Option(False, "--json", help="Print names as JSON by kind.")) -> None:
+    """List every registered policy with its one-line rule."""
+    from lorasim.policies import EVICTIONS, SCHEDULERS
+
+    kinds = {"scheduler": SCHEDULERS, "eviction": EVICTIONS}
+    if as_json:
+        print(json.dumps({k: r.names() for k, r in kinds.items()}))
+        return
+    table = Table(show_header=True, header_style="bold")
+    for col in ("kind", "name", "rule"):
+        table.add_column(col)
+    for kind, reg in kinds.items():
+        for name, cls in reg.items():
+            table.add_row(kind, name, cls.rule)
+    console.print(table)
+
+
+@app.command()
+def profiles() -> None:
+    """List the shipped performance profiles."""
+    from lorasim.perf.profile import list_profiles, load_profile
+
+    table = Table(show_header=True, header_style="bold")
+    for col in ("name", "model", "device", "source"):
+        table.add_column(col)
+    for name in list_profiles():
+        p = load_profile(name)
+        table.add_row(name, p.shape.name, p.device, str(p.provenance.get("source", ""))[:60]
+                      if isinstance(p.provenance, dict) else "")
+    console.print(table)
+
+
+@app.command()
+def show(
+    scenario: Optional[Path] = typer.Argument(None, help="Scenario YAML; omitted: the embedded default."),
+    set_: list[str] = typer.Option([], "--set", help="Override a leaf by dotted path."),
+) -> None:
+    """Validate a scenario and print it with every default filled in."""
+    from lorasim.config import load_scenario, scenario_to_yaml
+
+    print(scenario_to_yaml(load_scenario(scenario, overrides=set_)), end="")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one line on stderr and exit status 2."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except LorasimError as exc:
+        print(f"lorasim: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""YAML -> overrides -> validated :class:`Scenario`, with one-line errors naming the field, file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+from pydantic import ValidationError
+
+from lorasim.config.scenario import Scenario
+from lorasim.errors import ConfigError
+
+
+def _key_lines(text: str) -> dict[tuple, int]:
+    """Map each key path in a YAML document to its 1-based line number (best effort)."""
+    out: dict[tuple, int] = {}
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return out
+
+    def walk(node, path):
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                p = path + (k.value,)
+                out[p] = k.start_mark.line + 1
+                walk(v, p)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                out[path + (i,)] = v.start_mark.line + 1
+                walk(v, path + (i,))
+
+    if root is not None:
+        walk(root, ())
+    return out
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
+    """Apply ``key.path=value`` overrides (values parsed as YAML scalars/lists) to a nested dict in place.
+
+    Raises:
+        ConfigError: an override without ``=``, or a path through a non-mapping.
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        key, _, raw = item.partition("=")
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"--set {item!r}: empty key path")
+        node = data
+        for i, p in enumerate(parts[:-1]):
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            elif not isinstance(nxt, dict):
+                raise ConfigError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a section")
+            node = nxt
+        node[parts[-1]] = _parse_value(raw)
+    return data
+
+
+def _clean_loc(loc: tuple, data: Any) -> tuple:
+    """Drop pydantic's union-tag and wrapper components from an error location, keeping the user's key path."""
+    out = []
+    node = data
+    for i, c in enumerate(loc):
+        if isinstance(node, Mapping) and c not in node:
+            is_tag = c in (node.get("kind"), node.get("name"), node.get("dist"))
+            if is_tag or (i + 1 < len(loc) and loc[i + 1] in node) or (isinstance(c, str) and "[" in c):
+                continue
+        out.append(c)
+        if isinstance(node, Mapping):
+            node = node.get(c)
+        elif isinstance(node, list) and isinstance(c, int) and c < len(node):
+            node = node[c]
+        else:
+            node = None
+    return tuple(out)
+
+
+def format_validation_error(exc: ValidationError, data: Any, source: str | None, lines: dict[tuple, int]) -> str:
+    """One line: ``file:line: key.path: message`` (+ how many more errors)."""
+    errs = exc.errors()
+    err = errs[0]
+    loc = _clean_loc(tuple(err["loc"]), data)
+    path = ".".join(str(x) for x in loc) or "(scenario)"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = f"unknown key {loc[-1]!r}"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if err["type"] not in ("extra_forbidden", "missing") and "input" in err and not isinstance(err["input"], (dict, list)):
+        msg += f" (got {err['input']!r})"
+    line = None
+    for k in range(len(loc), 0, -1):
+        if loc[:k] in lines:
+            line = lines[loc[:k]]
+            break
+    where = f"{source}:{line}: " if source and line else (f"{source}: " if source else "")
+    more = f" (and {len(errs) - 1} more error{'s' if len(errs) > 2 else ''})" if len(errs) > 1 else ""
+    return f"{where}{path}: {msg}{more}"
+
+
+def load_scenario(source: str | Path | Mapping | None = None, overrides: Iterable[str] = (),
+                  seed: int | None = None) -> Scenario:
+    """Load and validate a scenario.
+
+    Args:
+        source: a YAML file path, an already-parsed mapping, or None for the embedded default scenario.
+        overrides: ``key.path=value`` strings applied before validation (the CLI's ``--set``).
+        seed: replaces ``seed`` when given.
+
+    Returns:
+        The validated, frozen scenario.
+
+    Raises:
+        ConfigError: unreadable file, YAML syntax error (with line), unknown key, wrong type, out-of-range or
+            contradictory value (with the dotted field path).
+    """
+    text = None
+    name = None
+    if source is None:
+        from lorasim.scenarios import default_scenario_path
+
+        source = default_scenario_path()
+    if isinstance(source, Mapping):
+        data = dict(source)
+    else:
+        path = Path(source)
+        name = str(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: scenario file not found") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read scenario ({exc.strerror})") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a scenario must be a mapping of sections, got {type(data).__name__}")
+    data = apply_overrides(data, overrides)
+    if seed is not None:
+        data["seed"] = seed
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, data, name, _key_lines(text) if text else {})) from None
+
+
+def scenario_to_yaml(scenario: Scenario) -> str:
+    """The resolved scenario (every default filled in) as YAML."""
+    return yaml.safe_dump(scenario.model_dump(mode="json"), sort_keys=False)

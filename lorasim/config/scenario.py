@@ -1,0 +1,72 @@
+"""The whole scenario: ``seed``, ``model``, ``workload``, ``adapters``, ``engine``, ``scheduler``, ``eviction``,
+``output``. Validated once at the boundary (pydantic v2, unknown keys rejected, frozen)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from lorasim.config.engine import EngineConfig
+from lorasim.config.policy import EvictionConfig, SchedulerConfig
+from lorasim.perf.shapes import ModelShape
+from lorasim.workload.config import AdaptersConfig, WorkloadConfig
+
+
+class ProfileStepTime(BaseModel):
+    """Step time from the model profile's fitted coefficients."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["profile"] = "profile"
+
+
+class ConstantStepTime(BaseModel):
+    """Every step takes the same time (for hand-computed checks and analytic queueing tests)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["constant"]
+    step_time_s: float = Field(gt=0)
+    """Duration of every step, seconds."""
+
+
+StepTimeConfig = Annotated[Union[ProfileStepTime, ConstantStepTime], Field(discriminator="kind")]
+
+
+class ModelConfig(BaseModel):
+    """The served model and its performance profile."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profile: str = "llama-3.1-8b_h100-64gb"
+    """Step-time/memory profile: a name shipped with lorasim (``lorasim profiles``) or a path to a profile JSON."""
+    shape: str | ModelShape | None = None
+    """Model shape for adapter sizes and KV bytes: a known name, an explicit shape, or unset for the profile's."""
+    step_time: StepTimeConfig = ProfileStepTime()
+    """How step times are computed."""
+
+
+class OutputConfig(BaseModel):
+    """What a run writes (the CLI's ``--out`` overrides ``dir``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dir: str | None = None
+    """Output directory; unset: print the summary only."""
+    steps: bool = True
+    """Write ``steps.parquet`` (one row per engine step)."""
+
+
+class Scenario(BaseModel):
+    """A complete, validated simulation input. Build with :func:`lorasim.load_scenario`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = Field(default=0, ge=0)
+    """Root seed; every random stream derives from it by name."""
+    model: ModelConfig = ModelConfig()
+    workload: WorkloadConfig = WorkloadConfig()
+    adapters: AdaptersConfig = AdaptersConfig()
+    engine: EngineConfig = EngineConfig()
+    scheduler: SchedulerConfig = SchedulerConfig()
+    eviction: EvictionConfig = EvictionConfig()
+    output: OutputConfig = OutputConfig()

@@ -1,0 +1,272 @@
+"""One replica's step loop: schedule, load adapters, compute, apply (one SimPy event per step)."""
+
+from __future__ import annotations
+
+import math
+
+import simpy
+
+from lorasim.engine.adapters import AdapterStore
+from lorasim.engine.kvcache import KVCache
+from lorasim.engine.sequence import Seq, SeqStatus
+from lorasim.errors import PolicyError
+from lorasim.perf.base import BatchStats, StepTimeModel
+from lorasim.policies.base import ReplicaView, Scheduler, SchedulerLimits, StepPlan
+
+
+class Replica:
+    """A vLLM-style engine instance: continuous batching, chunked prefill, paged KV, LoRA slots.
+
+    Args:
+        env: SimPy environment (the replica's process runs in it).
+        replica_id: index of the replica.
+        limits: scheduler limits.
+        scheduler: batch-forming policy.
+        store: adapter tiers.
+        kv: KV cache.
+        perf: step-time model.
+        recorder: metrics hooks.
+        overlapped_loads: prefetch adapters of queued requests as soon as a slot can take them.
+        check_invariants: re-derive and validate every plan from scratch each step (tests); otherwise plans made
+            by :class:`~lorasim.policies.base.PlanBuilder` are trusted for their batch summary, and only plans
+            without one are checked.
+    """
+
+    def __init__(self, env: simpy.Environment, replica_id: int, limits: SchedulerLimits, scheduler: Scheduler,
+                 store: AdapterStore, kv: KVCache, perf: StepTimeModel, recorder, overlapped_loads: bool = False,
+                 check_invariants: bool = False):
+        self.env = env
+        self.replica_id = replica_id
+        self.limits = limits
+        self.scheduler = scheduler
+        self.store = store
+        self.kv = kv
+        self.perf = perf
+        self.recorder = recorder
+        self.overlapped_loads = overlapped_loads
+        self.check_invariants = check_invariants
+        self.waiting: list[Seq] = []
+        self.running: list[Seq] = []
+        self.num_steps = 0
+        self.arrivals_done = False
+        self._wakeup = env.event()
+        self._last_step_end_s = -1.0
+
+    # ---- inputs --------------------------------------------------------------------------------------------
+    def submit(self, seq: Seq) -> None:
+        """A request arrives: queue it (or abort it if it can never be served) and wake the loop."""
+        reason = self._unservable(seq)
+        if reason:
+            seq.status = SeqStatus.ABORTED
+            seq.abort_reason = reason
+            seq.finish_time_s = self.env.now
+            self.recorder.on_abort(seq, self.env.now)
+            return
+        self.waiting.append(seq)
+        self.recorder.on_arrival(seq, self.env.now)
+        if self.overlapped_loads:
+            self._prefetch(self.scheduler.prefetch_order(self._view()))
+        self.wake()
+
+    def wake(self) -> None:
+        if not self._wakeup.triggered:
+            self._wakeup.succeed()
+
+    def _unservable(self, seq: Seq) -> str:
+        total = seq.num_prompt_tokens + seq.max_output_tokens
+        if self.kv.blocks_for(total) > self.kv.total_blocks:
+            return f"prompt+output {total} tokens exceed the KV cache ({self.kv.total_blocks * self.kv.block_size} tokens)"
+        if not self.limits.enable_chunked_prefill and total > self.limits.max_num_batched_tokens:
+            return (f"prompt+output {total} tokens exceed max_num_batched_tokens "
+                    f"{self.limits.max_num_batched_tokens} with chunked prefill disabled")
+        return ""
+
+    # ---- the loop ------------------------------------------------------------------------------------------
+    def run(self):
+        """SimPy process: the step loop."""
+        env = self.env
+        while True:
+            if not self.running and not self.waiting:
+                if self.arrivals_done:
+                    return
+                yield from self._idle()
+                continue
+            plan = self.scheduler.schedule(self._view(), env.now)
+            if not plan.scheduled:
+                if plan.preempted:
+                    self._apply_preemptions(plan)
+                    continue
+                if not self.running and self.arrivals_done and not self.store.loading():
+                    raise PolicyError(
+                        f"scheduler {self.scheduler.name!r} admitted nothing at t={env.now:.3f}s with an idle replica "
+                        f"and {len(self.waiting)} waiting requests (liveness violation)")
+                yield from self._idle()
+                continue
+            start = env.now
+            if plan.stats is None or self.check_invariants:
+                stats, adapters, new_blocks = self._check_and_measure(plan)
+            else:
+                stats, adapters, new_blocks = plan.stats, plan.adapter_order, plan.num_new_blocks
+            self._apply_preemptions(plan)
+            self._admit(plan, start, new_blocks)
+            missing = self.store.missing(adapters) if adapters else ()
+            if missing:
+                yield from self.store.ensure(missing, set(adapters))
+            load_wait = env.now - start
+            self.store.touch(adapters, env.now)
+            step_s = self.perf.step_time_s(stats)
+            yield env.timeout(step_s)
+            self._finish_step(plan, start, load_wait, stats, len(missing))
+            self.scheduler.on_step_end(plan, env.now)
+            if self.overlapped_loads and self.waiting:
+                self._prefetch(plan.prefetch)
+
+    def _idle(self):
+        self._wakeup = self.env.event()
+        yield self._wakeup
+
+    def _view(self) -> ReplicaView:
+        return ReplicaView(
+            limits=self.limits, running=self.running, waiting=self.waiting, kv_free_blocks=self.kv.free_blocks,
+            kv_total_blocks=self.kv.total_blocks, gpu_adapters=self.store.gpu_names(),
+            cpu_adapters=self.store.cpu_names(), num_steps=self.num_steps)
+
+    def _prefetch(self, adapters: list[str]) -> None:
+        protect = {s.adapter for s in self.running if s.adapter is not None} | set(adapters)
+        for a in adapters:
+            if not self.store.prefetch(a, protect):
+                if len(self.store.gpu) >= self.limits.max_loras:
+                    break
+
+    # ---- plan checking and application ---------------------------------------------------------------------
+    def _check_and_measure(self, plan: StepPlan) -> tuple[BatchStats, list[str], int]:
+        """Validate the plan against every engine invariant and summarise the batch from scratch.
+
+        Returns:
+            ``(stats, adapters in order of appearance, KV blocks to allocate after preemptions)``.
+
+        Raises:
+            PolicyError: the plan breaks an invariant (token budget, ``max_loras``, ``max_num_seqs``, KV capacity,
+                a request scheduled twice or in the wrong state) or its builder summary does not match the batch.
+        """
+        lim = self.limits
+        name = self.scheduler.name
+        preempted = {id(s) for s in plan.preempted}
+        for s in plan.preempted:
+            if s.status is not SeqStatus.RUNNING:
+                raise PolicyError(f"scheduler {name!r} preempted request {s.request_id}, which is not running")
+        seen: set[int] = set()
+        stats = BatchStats()
+        adapters: dict[str, None] = {}  # ordered set
+        tokens = 0
+        new_blocks = 0
+        num_admitted = 0
+        bs = self.kv.block_size
+        for seq, n in plan.scheduled:
+            if id(seq) in seen or id(seq) in preempted:
+                raise PolicyError(f"scheduler {name!r} scheduled request {seq.request_id} twice or after preempting it")
+            seen.add(id(seq))
+            pending = seq.num_pending_tokens
+            if seq.status is SeqStatus.WAITING:
+                num_admitted += 1
+            elif seq.status is not SeqStatus.RUNNING:
+                raise PolicyError(f"scheduler {name!r} scheduled request {seq.request_id} in state {seq.status.name}")
+            if not 1 <= n <= pending:
+                raise PolicyError(f"scheduler {name!r} gave request {seq.request_id} {n} tokens (pending {pending})")
+            tokens += n
+            ctx = seq.num_computed_tokens
+            new_blocks += max(0, -(-(ctx + n) // bs) - seq.num_blocks)
+            if seq.is_decode:
+                stats.num_decode_seqs += 1
+                stats.num_decode_context_tokens += ctx + 1
+            else:
+                stats.num_prefill_seqs += 1
+                stats.num_prefill_tokens += n
+                stats.prefill_attention_work += n * (ctx + n)
+            if seq.adapter is not None:
+                stats.num_lora_tokens += n
+                adapters[seq.adapter] = None
+        stats.num_distinct_adapters = len(adapters)
+        if tokens > lim.max_num_batched_tokens:
+            raise PolicyError(f"scheduler {name!r} scheduled {tokens} tokens > max_num_batched_tokens "
+                              f"{lim.max_num_batched_tokens}")
+        if len(adapters) > lim.max_loras:
+            raise PolicyError(f"scheduler {name!r} put {len(adapters)} distinct adapters in one step > max_loras "
+                              f"{lim.max_loras}")
+        if len(self.running) - len(plan.preempted) + num_admitted > lim.max_num_seqs:
+            raise PolicyError(f"scheduler {name!r} exceeded max_num_seqs {lim.max_num_seqs}")
+        freed = sum(s.num_blocks for s in plan.preempted)
+        if new_blocks > self.kv.free_blocks + freed:
+            raise PolicyError(f"scheduler {name!r} needs {new_blocks} KV blocks, {self.kv.free_blocks + freed} free")
+        if plan.stats is not None and (plan.stats != stats or plan.num_new_blocks != new_blocks
+                                       or plan.adapter_order != list(adapters)):
+            raise PolicyError(f"scheduler {name!r} returned a plan whose summary does not match its batch "
+                              f"({plan.stats} vs {stats}); do not edit plan.scheduled after building it")
+        return stats, list(adapters), new_blocks
+
+    def _apply_preemptions(self, plan: StepPlan) -> None:
+        if not plan.preempted:
+            return
+        victims = {id(s) for s in plan.preempted}
+        self.running = [s for s in self.running if id(s) not in victims]
+        for s in plan.preempted:  # chosen from the back: prepending each keeps their relative order
+            self.kv.free(s.num_blocks)
+            s.num_blocks = 0
+            s.num_computed_tokens = 0
+            s.num_preemptions += 1
+            s.status = SeqStatus.WAITING
+            self.waiting.insert(0, s)
+            self.recorder.on_preempt(s, self.env.now)
+
+    def _admit(self, plan: StepPlan, now_s: float, new_blocks: int) -> None:
+        admitted = [s for s, _ in plan.scheduled if s.status is SeqStatus.WAITING]
+        if admitted:
+            ids = {id(s) for s in admitted}
+            self.waiting = [s for s in self.waiting if id(s) not in ids]
+            for s in admitted:
+                s.status = SeqStatus.RUNNING
+                if math.isnan(s.first_scheduled_time_s):
+                    s.first_scheduled_time_s = now_s
+                    self.recorder.on_admit(s, now_s)
+                self.running.append(s)
+        self.kv.allocate(new_blocks)  # per-sequence block counts are brought up to date when the step ends
+
+    def _finish_step(self, plan: StepPlan, start_s: float, load_wait_s: float, stats: BatchStats,
+                     num_loads: int) -> None:
+        now = self.env.now
+        prev_end = self._last_step_end_s
+        num_bulk_itl = 0
+        finished = False
+        rec = self.recorder
+        bs = self.kv.block_size
+        for seq, n in plan.scheduled:
+            if load_wait_s > 0.0:
+                seq.adapter_stall_s += load_wait_s
+            c = seq.num_computed_tokens = seq.num_computed_tokens + n
+            nb = (c + bs - 1) // bs
+            if nb > seq.num_blocks:
+                seq.num_blocks = nb
+            if c < seq.num_prompt_tokens + seq.num_output_tokens:
+                continue  # a prefill chunk that did not finish the prompt
+            seq.num_output_tokens += 1
+            if seq.num_output_tokens == 1:
+                seq.first_token_time_s = now
+            elif seq.last_token_time_s == prev_end:
+                num_bulk_itl += 1
+            else:
+                rec.on_itl(now - seq.last_token_time_s)
+            seq.last_token_time_s = now
+            if seq.num_output_tokens >= seq.max_output_tokens:
+                seq.status = SeqStatus.FINISHED
+                seq.finish_time_s = now
+                self.kv.free(seq.num_blocks)
+                seq.num_blocks = 0
+                finished = True
+                rec.on_complete(seq, now)
+        if finished:
+            self.running = [s for s in self.running if s.status is SeqStatus.RUNNING]
+        if num_bulk_itl:
+            rec.on_itl(now - prev_end, num_bulk_itl)
+        self._last_step_end_s = now
+        self.num_steps += 1
+        rec.on_step_end(self, start_s, now, load_wait_s, stats, num_loads, len(plan.preempted))

@@ -1,0 +1,66 @@
+"""Engine-side state of one request as it moves through a replica."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from lorasim.workload.request import Request
+
+
+class SeqStatus(enum.IntEnum):
+    WAITING = 0
+    RUNNING = 1
+    FINISHED = 2
+    ABORTED = 3
+
+
+@dataclass(slots=True, eq=False)
+class Seq:
+    """Mutable state of a request inside the engine. Policies read it; only the engine writes it.
+
+    Token accounting follows vLLM V1: ``num_tokens = prompt + generated``; a step schedules
+    ``num_tokens - num_computed_tokens`` tokens (or a chunk of them); when a step brings ``num_computed_tokens`` up to
+    ``num_tokens`` a new token is sampled. Recompute preemption resets ``num_computed_tokens`` to 0, so the prompt and
+    the tokens generated so far are prefilled again.
+    """
+
+    req: Request
+    adapter: str | None
+    num_prompt_tokens: int
+    max_output_tokens: int
+    num_computed_tokens: int = 0
+    num_output_tokens: int = 0
+    num_blocks: int = 0
+    status: SeqStatus = SeqStatus.WAITING
+    num_preemptions: int = 0
+    adapter_stall_s: float = 0.0  # time this request's steps spent waiting for adapter loads
+    first_scheduled_time_s: float = float("nan")
+    first_token_time_s: float = float("nan")
+    last_token_time_s: float = float("nan")
+    finish_time_s: float = float("nan")
+    abort_reason: str = ""
+    extra: dict = field(default_factory=dict)  # policy-private annotations (e.g. virtual counters)
+
+    @property
+    def request_id(self) -> int:
+        return self.req.request_id
+
+    @property
+    def arrival_time_s(self) -> float:
+        return self.req.arrival_time_s
+
+    @property
+    def num_tokens(self) -> int:
+        """Prompt tokens plus tokens generated so far."""
+        return self.num_prompt_tokens + self.num_output_tokens
+
+    @property
+    def num_pending_tokens(self) -> int:
+        """Tokens the next step must compute before the next token can be sampled."""
+        return self.num_prompt_tokens + self.num_output_tokens - self.num_computed_tokens
+
+    @property
+    def is_decode(self) -> bool:
+        """True when the next step decodes exactly one token (prefill, or recompute, is done)."""
+        return self.num_output_tokens > 0 and self.num_computed_tokens == self.num_prompt_tokens + self.num_output_tokens - 1

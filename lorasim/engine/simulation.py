@@ -1,0 +1,178 @@
+"""Build a simulation from a validated scenario and run it: the only place that wires components together."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from lorasim.config.scenario import Scenario
+from lorasim.engine.adapters import AdapterStore
+from lorasim.engine.kvcache import KVCache
+from lorasim.engine.link import Link
+from lorasim.engine.replica import Replica
+from lorasim.engine.sequence import Seq, SeqStatus
+from lorasim.errors import ConfigError
+from lorasim.metrics.recorder import Recorder
+from lorasim.metrics.results import Results, requests_frame
+from lorasim.perf.base import ConstantStepTimeModel, LinkCost, StepTimeModel
+from lorasim.perf.profile import Profile, load_profile
+from lorasim.perf.shapes import ALL_TARGET_MODULES, MODEL_SHAPES, ModelShape
+from lorasim.policies.base import SchedulerLimits
+from lorasim.rng import RngStreams
+from lorasim.workload import AdapterSpec, Request, build_adapters, build_requests
+
+
+def resolve_shape(scenario: Scenario, profile: Profile) -> ModelShape:
+    """The model shape: the scenario's ``model.shape`` if set, else the profile's."""
+    shape = scenario.model.shape
+    if isinstance(shape, ModelShape):
+        return shape
+    if isinstance(shape, str):
+        if shape not in MODEL_SHAPES:
+            raise ConfigError(f"model.shape: unknown model {shape!r}; known: {', '.join(sorted(MODEL_SHAPES))}")
+        return MODEL_SHAPES[shape]
+    return profile.shape
+
+
+def check_adapter_tiers(scenario: Scenario, shape: ModelShape, adapters: list[AdapterSpec]) -> None:
+    """Refuse configurations whose adapter tiers cannot hold what they promise (case 08).
+
+    Raises:
+        ConfigError: an adapter's rank exceeds ``max_lora_rank``; the GPU or CPU adapter memory budget holds fewer
+            adapters than ``max_loras`` / ``max_cpu_loras``.
+    """
+    eng = scenario.engine
+    for a in adapters:
+        if a.rank > eng.max_lora_rank:
+            raise ConfigError(f"adapters: adapter {a.name!r} has rank {a.rank} > engine.max_lora_rank "
+                              f"{eng.max_lora_rank}; it cannot fit a GPU slot")
+    modules = sorted({m for a in adapters for m in a.target_modules}) or list(ALL_TARGET_MODULES)
+    slot_bytes = shape.adapter_size_bytes(eng.max_lora_rank, modules)
+    if eng.gpu_memory_for_adapters_bytes is not None:
+        fits = eng.gpu_memory_for_adapters_bytes // slot_bytes
+        if fits < eng.max_loras:
+            raise ConfigError(
+                f"engine.gpu_memory_for_adapters_bytes ({eng.gpu_memory_for_adapters_bytes}) holds {fits} slot(s) of "
+                f"max_lora_rank {eng.max_lora_rank} ({slot_bytes} bytes each) but engine.max_loras is {eng.max_loras}")
+    if eng.cpu_memory_for_adapters_bytes is not None and adapters:
+        biggest = max(a.size_bytes for a in adapters)
+        fits = eng.cpu_memory_for_adapters_bytes // biggest
+        if fits < eng.cpu_loras:
+            raise ConfigError(
+                f"engine.cpu_memory_for_adapters_bytes ({eng.cpu_memory_for_adapters_bytes}) holds {fits} adapter(s) of "
+                f"the largest size ({biggest} bytes) but engine.max_cpu_loras is {eng.cpu_loras}")
+
+
+class Simulation:
+    """One simulation run: a SimPy environment, its RNG streams, a replica and its recorder.
+
+    Args:
+        scenario: validated scenario.
+        data_dir: data directory for trace and length files (default: ``lorasim.paths.resolve_data_dir``).
+        step_time_model: replaces the scenario's step-time model (tests, what-ifs).
+
+    Raises:
+        ConfigError, DataFileError: the scenario cannot be built (impossible tiers, KV capacity, missing files).
+    """
+
+    def __init__(self, scenario: Scenario, data_dir: str | Path | None = None,
+                 step_time_model: StepTimeModel | None = None):
+        self.scenario = scenario
+        self.rngs = RngStreams(scenario.seed)
+        eng = scenario.engine
+        self.profile = load_profile(scenario.model.profile)
+        self.shape = resolve_shape(scenario, self.profile)
+        self.adapters = build_adapters(scenario.adapters, self.shape, self.rngs)
+        check_adapter_tiers(scenario, self.shape, self.adapters)
+        self.requests: list[Request] = build_requests(scenario.workload, self.adapters, self.rngs, data_dir)
+        specs = {a.name: a for a in self.adapters}
+        unknown = {r.adapter for r in self.requests if r.adapter is not None and r.adapter not in specs}
+        if unknown:
+            raise ConfigError(f"workload: requests name adapters not defined under adapters: {sorted(unknown)[:5]}")
+        self.lora_enabled = eng.enable_lora if eng.enable_lora is not None else bool(self.adapters)
+        if eng.kv_cache_tokens is not None:
+            kv_tokens = eng.kv_cache_tokens
+        else:
+            kv_tokens = self.profile.kv_cache_tokens(
+                eng.max_loras, eng.max_lora_rank, self.lora_enabled, eng.gpu_memory_utilization, eng.max_num_seqs)
+        if kv_tokens < eng.block_size:
+            raise ConfigError(f"engine: the derived KV cache holds {kv_tokens} tokens (less than one block); "
+                              f"lower max_loras/max_lora_rank or set engine.kv_cache_tokens")
+        if step_time_model is not None:
+            self.perf = step_time_model
+        elif scenario.model.step_time.kind == "constant":
+            self.perf = ConstantStepTimeModel(scenario.model.step_time.step_time_s)
+        else:
+            self.perf = self.profile.step_time_model(eng.max_lora_rank, self.lora_enabled, eng.max_loras)
+        self.env = simpy.Environment()
+        self.recorder = Recorder()
+        links = {}
+        for name in ("disk_to_cpu", "cpu_to_gpu"):
+            cfg, base = getattr(eng, name), self.profile.link_cost(name)
+            cost = LinkCost(
+                base.overhead_s if cfg.overhead_s is None else cfg.overhead_s,
+                base.bandwidth_bytes_per_s if cfg.bandwidth_bytes_per_s is None else cfg.bandwidth_bytes_per_s)
+            links[name] = Link(self.env, name, cost)
+        store = AdapterStore(
+            self.env, specs, eng.max_loras, eng.cpu_loras, links["disk_to_cpu"], links["cpu_to_gpu"],
+            scenario.eviction.build(), scenario.eviction.build(), self.recorder)
+        limits = SchedulerLimits(eng.max_num_seqs, eng.max_num_batched_tokens, eng.max_loras,
+                                 eng.enable_chunked_prefill, eng.block_size)
+        max_len = eng.max_model_len
+        self.replica = Replica(self.env, 0, limits, scenario.scheduler.build(), store,
+                               KVCache(kv_tokens, eng.block_size), self.perf, self.recorder,
+                               overlapped_loads=eng.adapter_load == "overlapped")
+        self.seqs = [Seq(req=r, adapter=r.adapter, num_prompt_tokens=r.prompt_tokens,
+                         max_output_tokens=r.output_tokens) for r in self.requests]
+        if max_len is not None:
+            for s in self.seqs:
+                if s.num_prompt_tokens + s.max_output_tokens > max_len:
+                    s.abort_reason = f"prompt+output {s.num_prompt_tokens + s.max_output_tokens} > max_model_len {max_len}"
+        self.info = {"kv_cache_tokens": int(kv_tokens), "profile": self.profile.name,
+                     "num_adapters": len(self.adapters), "scheduler": scenario.scheduler.name}
+
+    def _arrivals(self):
+        env, replica = self.env, self.replica
+        for seq in self.seqs:
+            dt = seq.req.arrival_time_s - env.now
+            if dt > 0:
+                yield env.timeout(dt)
+            if seq.abort_reason:
+                seq.status = SeqStatus.ABORTED
+                seq.finish_time_s = env.now
+                self.recorder.on_abort(seq, env.now)
+                continue
+            replica.submit(seq)
+        replica.arrivals_done = True
+        replica.wake()
+
+    def run(self) -> Results:
+        """Run to completion (every request finished or aborted) and return the results."""
+        t0 = time.perf_counter()
+        self.env.process(self._arrivals())
+        self.env.process(self.replica.run())
+        self.env.run()
+        lost = [s.request_id for s in self.seqs if s.status not in (SeqStatus.FINISHED, SeqStatus.ABORTED)]
+        if lost:
+            raise RuntimeError(f"{len(lost)} requests neither finished nor aborted (first: {lost[:5]}); this is a bug")
+        rec = self.recorder
+        return Results(
+            requests=requests_frame(self.seqs, lambda s: 0),
+            steps=pd.DataFrame(rec.steps),
+            adapter_events=pd.DataFrame(rec.events),
+            itl_values_s=np.asarray(rec.itl_values_s, dtype=float),
+            itl_counts=np.asarray(rec.itl_counts, dtype=np.int64),
+            scenario=self.scenario,
+            info=dict(self.info),
+            wall_time_s=time.perf_counter() - t0,
+        )
+
+
+def simulate(scenario: Scenario, data_dir: str | Path | None = None,
+             step_time_model: StepTimeModel | None = None) -> Results:
+    """Build and run one simulation. See :class:`Simulation`."""
+    return Simulation(scenario, data_dir, step_time_model).run()

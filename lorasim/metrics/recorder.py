@@ -1,0 +1,85 @@
+"""Metric hooks: the engine calls ``on_*``; records are flat columns, turned into DataFrames once at the end."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+
+class Recorder:
+    """Collects per-step, per-adapter-event and inter-token-latency records.
+
+    Per-request records are not appended here: every request's state lives in its engine ``Seq`` and the results
+    table is built from those once, at the end. ITL samples are stored as ``(value_s, count)`` pairs: all sequences
+    that decoded in two consecutive steps share one inter-token latency (the time between the two step ends), so a
+    step contributes one pair, not one sample per token.
+    """
+
+    STEP_COLUMNS = (
+        "replica", "start_time_s", "duration_s", "load_wait_s", "num_seqs", "num_prefill_tokens",
+        "num_prefill_seqs", "num_decode_seqs", "num_decode_context_tokens", "num_distinct_adapters",
+        "num_adapter_loads", "num_preempted", "num_running", "num_waiting", "kv_used_blocks",
+    )
+    EVENT_COLUMNS = ("time_s", "replica", "kind", "tier", "adapter", "duration_s", "size_bytes")
+
+    def __init__(self):
+        self.steps: dict[str, list] = {c: [] for c in self.STEP_COLUMNS}
+        self.events: dict[str, list] = {c: [] for c in self.EVENT_COLUMNS}
+        self.itl_values_s: list[float] = []
+        self.itl_counts: list[int] = []
+        self.counters: dict[str, int] = defaultdict(int)
+        self.replica_id = 0
+
+    # engine hooks ------------------------------------------------------------------------------------------------
+    def on_arrival(self, seq, now_s: float) -> None:
+        self.counters["arrivals"] += 1
+
+    def on_abort(self, seq, now_s: float) -> None:
+        self.counters["aborted"] += 1
+
+    def on_admit(self, seq, now_s: float) -> None:
+        pass
+
+    def on_preempt(self, seq, now_s: float) -> None:
+        self.counters["preemptions"] += 1
+
+    def on_complete(self, seq, now_s: float) -> None:
+        self.counters["completed"] += 1
+
+    def on_itl(self, value_s: float, count: int = 1) -> None:
+        self.itl_values_s.append(value_s)
+        self.itl_counts.append(count)
+
+    def on_step_end(self, replica, start_s: float, end_s: float, load_wait_s: float, stats, num_loads: int,
+                    num_preempted: int) -> None:
+        c = self.steps
+        c["replica"].append(replica.replica_id)
+        c["start_time_s"].append(start_s)
+        c["duration_s"].append(end_s - start_s)
+        c["load_wait_s"].append(load_wait_s)
+        c["num_seqs"].append(stats.num_prefill_seqs + stats.num_decode_seqs)
+        c["num_prefill_tokens"].append(stats.num_prefill_tokens)
+        c["num_prefill_seqs"].append(stats.num_prefill_seqs)
+        c["num_decode_seqs"].append(stats.num_decode_seqs)
+        c["num_decode_context_tokens"].append(stats.num_decode_context_tokens)
+        c["num_distinct_adapters"].append(stats.num_distinct_adapters)
+        c["num_adapter_loads"].append(num_loads)
+        c["num_preempted"].append(num_preempted)
+        c["num_running"].append(len(replica.running))
+        c["num_waiting"].append(len(replica.waiting))
+        c["kv_used_blocks"].append(replica.kv.used_blocks)
+
+    def on_adapter_load(self, link: str, adapter: str, start_s: float, end_s: float, size_bytes: int) -> None:
+        self._event(end_s, "load", "cpu" if link == "disk_to_cpu" else "gpu", adapter, end_s - start_s, size_bytes)
+
+    def on_adapter_evict(self, tier: str, adapter: str, now_s: float) -> None:
+        self._event(now_s, "evict", tier, adapter, 0.0, 0)
+
+    def _event(self, t, kind, tier, adapter, dur, size) -> None:
+        e = self.events
+        e["time_s"].append(t)
+        e["replica"].append(self.replica_id)
+        e["kind"].append(kind)
+        e["tier"].append(tier)
+        e["adapter"].append(adapter)
+        e["duration_s"].append(dur)
+        e["size_bytes"].append(size)

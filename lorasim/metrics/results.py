@@ -1,0 +1,130 @@
+"""What a simulation returns: tables as pandas DataFrames, a flat summary, and the scenario that produced them."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lorasim.metrics.summary import summarize
+
+REQUEST_COLUMNS = (
+    "request_id", "replica", "adapter", "arrival_time_s", "prompt_tokens", "output_tokens",
+    "first_scheduled_time_s", "first_token_time_s", "finish_time_s", "queue_wait_s", "ttft_s", "e2el_s",
+    "adapter_stall_s", "num_preemptions", "aborted", "abort_reason",
+)
+
+
+def requests_frame(seqs, replica_of) -> pd.DataFrame:
+    """One row per request from the engine's final sequence states (arrival order)."""
+    n = len(seqs)
+    arrival = np.fromiter((s.req.arrival_time_s for s in seqs), float, n)
+    first_sched = np.fromiter((s.first_scheduled_time_s for s in seqs), float, n)
+    first_tok = np.fromiter((s.first_token_time_s for s in seqs), float, n)
+    finish = np.fromiter((s.finish_time_s for s in seqs), float, n)
+    aborted = np.fromiter((s.abort_reason != "" for s in seqs), bool, n)
+    df = pd.DataFrame({
+        "request_id": np.fromiter((s.req.request_id for s in seqs), np.int64, n),
+        "replica": np.fromiter((replica_of(s) for s in seqs), np.int64, n),
+        "adapter": pd.array([s.adapter for s in seqs], dtype="string"),
+        "arrival_time_s": arrival,
+        "prompt_tokens": np.fromiter((s.num_prompt_tokens for s in seqs), np.int64, n),
+        "output_tokens": np.fromiter((s.max_output_tokens for s in seqs), np.int64, n),
+        "first_scheduled_time_s": first_sched,
+        "first_token_time_s": first_tok,
+        "finish_time_s": np.where(aborted, np.nan, finish),
+        "queue_wait_s": first_sched - arrival,
+        "ttft_s": first_tok - arrival,
+        "e2el_s": np.where(aborted, np.nan, finish - arrival),
+        "adapter_stall_s": np.fromiter((s.adapter_stall_s for s in seqs), float, n),
+        "num_preemptions": np.fromiter((s.num_preemptions for s in seqs), np.int64, n),
+        "aborted": aborted,
+        "abort_reason": pd.array([s.abort_reason for s in seqs], dtype="string"),
+    })
+    return df
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same directory, then rename (no half-written files)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _json_safe(v):
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    return v
+
+
+@dataclass
+class Results:
+    """Outputs of one simulation.
+
+    Attributes:
+        requests: one row per request (columns: see ``REQUEST_COLUMNS``; times in seconds).
+        steps: one row per engine step.
+        adapter_events: adapter loads and evictions per tier.
+        itl_values_s, itl_counts: inter-token latencies with multiplicities (see ``Recorder``).
+        scenario: the validated scenario.
+        info: deterministic run facts merged into the summary (KV capacity used, profile name).
+        wall_time_s: wall-clock seconds the run took (not part of the summary, which is deterministic).
+    """
+
+    requests: pd.DataFrame
+    steps: pd.DataFrame
+    adapter_events: pd.DataFrame
+    itl_values_s: np.ndarray
+    itl_counts: np.ndarray
+    scenario: object
+    info: dict = field(default_factory=dict)
+    wall_time_s: float = 0.0
+    _summary: dict | None = None
+
+    @property
+    def summary(self) -> dict:
+        """Flat dict of headline metrics (vLLM serving-benchmark names; times in ms where the key says so)."""
+        if self._summary is None:
+            s = summarize(self.requests, self.steps, self.adapter_events, self.itl_values_s, self.itl_counts)
+            s.update({k: v for k, v in self.info.items() if k not in s})
+            self._summary = s
+        return self._summary
+
+    def write(self, out_dir: str | Path) -> list[Path]:
+        """Write ``summary.json``, ``requests.parquet``, ``steps.parquet``, ``adapter_events.parquet`` and
+        ``scenario.resolved.yaml`` into ``out_dir`` (created if needed), each atomically.
+
+        Returns:
+            The paths written.
+        """
+        from lorasim.config import scenario_to_yaml
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+
+        def put(name, writer):
+            p = out / name
+            _atomic_write(p, writer)
+            written.append(p)
+
+        put("requests.parquet", lambda t: self.requests.to_parquet(t, index=False))
+        if getattr(self.scenario.output, "steps", True):
+            put("steps.parquet", lambda t: self.steps.to_parquet(t, index=False))
+        put("adapter_events.parquet", lambda t: self.adapter_events.to_parquet(t, index=False))
+        put("scenario.resolved.yaml", lambda t: Path(t).write_text(scenario_to_yaml(self.scenario)))
+        summary = {k: _json_safe(v) for k, v in self.summary.items()}
+        put("summary.json", lambda t: Path(t).write_text(json.dumps(summary, indent=2) + "\n"))
+        return written

@@ -1,0 +1,316 @@
+"""Policy interfaces: what a policy sees (a read-only view) and what it returns (a plan).
+
+Policies never touch the SimPy environment. A scheduler receives a :class:`ReplicaView` and the current time and
+returns a :class:`StepPlan`; the engine validates and applies it. The shared :class:`PlanBuilder` implements the
+bookkeeping every vLLM-style scheduler needs (token budget, ``max_num_seqs``, KV blocks, recompute preemption and
+the adapter cap), so a policy only decides the *order* and the *stop/skip rule* of admissions.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from lorasim.engine.sequence import Seq
+from lorasim.perf.base import BatchStats
+from lorasim.policies.registry import Registry
+
+
+class NoParams(BaseModel):
+    """A policy without knobs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerLimits:
+    """The engine limits a scheduler must respect (vLLM's names).
+
+    Attributes:
+        max_num_seqs: most sequences in the running set.
+        max_num_batched_tokens: most tokens computed in one step.
+        max_loras: most distinct adapters in one step (base model not counted).
+        enable_chunked_prefill: a prompt may be split across steps; if False, a prompt that does not fit the
+            remaining token budget stops admission.
+        block_size: KV-cache block size in tokens.
+    """
+
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    max_loras: int
+    enable_chunked_prefill: bool
+    block_size: int
+
+
+@dataclass(slots=True)
+class ReplicaView:
+    """Read-only snapshot handed to a scheduler each step.
+
+    Attributes:
+        limits: engine limits.
+        running: the running set in admission order (vLLM's ``self.running``).
+        waiting: the waiting queue, head first (preempted requests are put back at the head).
+        kv_free_blocks: free KV blocks now.
+        kv_total_blocks: KV capacity in blocks.
+        gpu_adapters: adapters resident (or being loaded) in GPU slots.
+        cpu_adapters: adapters in the CPU cache.
+        num_steps: engine steps completed so far.
+    """
+
+    limits: SchedulerLimits
+    running: Sequence[Seq]
+    waiting: Sequence[Seq]
+    kv_free_blocks: int
+    kv_total_blocks: int
+    gpu_adapters: frozenset[str]
+    cpu_adapters: frozenset[str]
+    num_steps: int = 0
+
+    def blocks_needed(self, seq: Seq, num_new_tokens: int) -> int:
+        """Additional KV blocks ``seq`` needs to compute ``num_new_tokens`` more tokens."""
+        bs = self.limits.block_size
+        total = -(-(seq.num_computed_tokens + num_new_tokens) // bs)
+        return max(0, total - seq.num_blocks)
+
+
+@dataclass(slots=True)
+class StepPlan:
+    """A scheduler's decision for one step.
+
+    Attributes:
+        scheduled: ``(seq, num_new_tokens)`` in batch order; running sequences and admissions alike.
+        preempted: running sequences to preempt (recompute), in the order they were chosen.
+        prefetch: adapters the policy would like loaded ahead (overlapped load mode only), most wanted first.
+        stats: the batch summary, filled by :class:`PlanBuilder` (None: the engine computes it).
+        num_new_blocks: KV blocks the step allocates (after its preemptions freed theirs), filled by
+            :class:`PlanBuilder`.
+        adapter_order: the step's distinct adapters in order of first appearance, filled by :class:`PlanBuilder`.
+    """
+
+    scheduled: list[tuple[Seq, int]] = field(default_factory=list)
+    preempted: list[Seq] = field(default_factory=list)
+    prefetch: list[str] = field(default_factory=list)
+    stats: BatchStats | None = None
+    num_new_blocks: int | None = None
+    adapter_order: list[str] | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.scheduled and not self.preempted
+
+    @property
+    def adapters(self) -> set[str]:
+        """Distinct adapters of the scheduled sequences."""
+        return {s.adapter for s, _ in self.scheduled if s.adapter is not None}
+
+
+def can_admit(adapters_in_step, adapter: str | None, max_loras: int) -> bool:
+    """The LoRA constraint: may a request for ``adapter`` join a step already using ``adapters_in_step``?
+
+    Base-model requests (``adapter is None``) never count against ``max_loras``; an adapter already in the step
+    adds nothing; a new adapter needs room under the cap (vLLM V1 ``Scheduler.schedule``, PR 15422).
+    """
+    return adapter is None or adapter in adapters_in_step or len(adapters_in_step) < max_loras
+
+
+class Admit(enum.Enum):
+    """Outcome of :meth:`PlanBuilder.try_admit`."""
+
+    OK = "ok"
+    ADAPTER_CAP = "adapter_cap"  # the step already holds max_loras other adapters (vLLM: skip)
+    NO_TOKENS = "no_tokens"  # token budget exhausted, or an unchunkable prompt does not fit (vLLM: stop)
+    NO_SEQS = "no_seqs"  # running set at max_num_seqs (vLLM: stop)
+    NO_KV = "no_kv"  # KV blocks cannot be allocated (vLLM: stop)
+
+
+class PlanBuilder:
+    """Incremental step planning with vLLM V1's accounting; does not mutate any sequence.
+
+    It also summarises the batch as it goes (``plan.stats``, ``plan.num_new_blocks``, ``plan.adapter_order``), so
+    the engine need not walk the batch again.
+
+    Args:
+        view: the replica view the plan is built against.
+    """
+
+    def __init__(self, view: ReplicaView):
+        self.view = view
+        self.limits = view.limits
+        self.max_loras = view.limits.max_loras
+        self.block_size = view.limits.block_size
+        self.token_budget = view.limits.max_num_batched_tokens
+        self.free_blocks = view.kv_free_blocks
+        self.adapters: dict[str, None] = {}  # ordered set of the step's adapters
+        self.stats = BatchStats()
+        self.plan = StepPlan(stats=self.stats, num_new_blocks=0, adapter_order=[])
+        self._running = list(view.running)  # the running list as it stands after planned preemptions
+        self.num_running = len(self._running)
+        self._admitted: set[int] = set()  # request ids admitted from waiting
+
+    @property
+    def preempted_any(self) -> bool:
+        return bool(self.plan.preempted)
+
+    @property
+    def adapters_full(self) -> bool:
+        """True when the step already holds ``max_loras`` distinct adapters."""
+        return len(self.adapters) >= self.max_loras
+
+    def schedule_running(self) -> None:
+        """Schedule the running set first, in order, preempting from the back on KV shortage (vLLM V1).
+
+        Each running sequence gets ``min(pending tokens, remaining budget)`` tokens. When its blocks cannot be
+        allocated, the last running sequence is preempted (recompute) until they can; if the sequence itself is
+        the victim, the scan stops.
+        """
+        i = 0
+        running = self._running
+        bs = self.block_size
+        while i < len(running) and self.token_budget > 0:
+            seq = running[i]
+            c = seq.num_computed_tokens
+            pending = seq.num_prompt_tokens + seq.num_output_tokens - c
+            n = pending if pending < self.token_budget else self.token_budget
+            need = (c + n + bs - 1) // bs - seq.num_blocks
+            if need > self.free_blocks:
+                scheduled = True
+                while need > self.free_blocks:
+                    victim = running.pop()
+                    self.free_blocks += victim.num_blocks
+                    self.plan.preempted.append(victim)
+                    self.num_running -= 1
+                    if victim is seq:
+                        scheduled = False
+                        break
+                if not scheduled:
+                    break
+            self._add(seq, n, need if need > 0 else 0)
+            i += 1
+
+    def try_admit(self, seq: Seq) -> Admit:
+        """Try to admit a waiting sequence under every limit; on ``OK`` it joins the plan."""
+        if self.token_budget <= 0:
+            return Admit.NO_TOKENS
+        lim = self.limits
+        if self.num_running >= lim.max_num_seqs:
+            return Admit.NO_SEQS
+        a = seq.adapter
+        if a is not None and a not in self.adapters and len(self.adapters) >= self.max_loras:
+            return Admit.ADAPTER_CAP
+        n = seq.num_prompt_tokens + seq.num_output_tokens - seq.num_computed_tokens
+        if n > self.token_budget:
+            if not lim.enable_chunked_prefill:
+                return Admit.NO_TOKENS
+            n = self.token_budget
+        need = self.view.blocks_needed(seq, n)
+        if need > self.free_blocks:
+            return Admit.NO_KV
+        self._add(seq, n, need)
+        self.num_running += 1
+        self._admitted.add(seq.request_id)
+        return Admit.OK
+
+    def is_admitted(self, seq: Seq) -> bool:
+        return seq.request_id in self._admitted
+
+    def _add(self, seq: Seq, n: int, need_blocks: int) -> None:
+        plan = self.plan
+        plan.scheduled.append((seq, n))
+        self.token_budget -= n
+        self.free_blocks -= need_blocks
+        plan.num_new_blocks += need_blocks
+        st = self.stats
+        c = seq.num_computed_tokens
+        if seq.num_output_tokens > 0 and c + 1 == seq.num_prompt_tokens + seq.num_output_tokens:
+            st.num_decode_seqs += 1
+            st.num_decode_context_tokens += c + 1
+        else:
+            st.num_prefill_seqs += 1
+            st.num_prefill_tokens += n
+            st.prefill_attention_work += n * (c + n)
+        a = seq.adapter
+        if a is not None:
+            st.num_lora_tokens += n
+            if a not in self.adapters:
+                self.adapters[a] = None
+                plan.adapter_order.append(a)
+                st.num_distinct_adapters += 1
+
+
+class Scheduler(ABC):
+    """A replica's batch former: which requests run in the next step and how many tokens each computes.
+
+    Subclasses define :meth:`admit_waiting`; running sequences are scheduled first with vLLM V1's recompute
+    preemption, and no request is admitted in a step that preempted (vLLM V1). A subclass may override
+    :meth:`schedule` entirely (it must return a plan the engine's invariants accept).
+    """
+
+    name: ClassVar[str] = ""
+    rule: ClassVar[str] = ""  # one-line admission rule and tie-break, shown by `lorasim policies`
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def __init__(self, params: BaseModel | None = None):
+        self.params = params if params is not None else self.Params()
+
+    def schedule(self, view: ReplicaView, now_s: float) -> StepPlan:
+        """Return the plan for the step that starts at ``now_s``."""
+        b = PlanBuilder(view)
+        b.schedule_running()
+        if not b.preempted_any:
+            self.admit_waiting(view, b, now_s)
+        b.plan.prefetch = self.prefetch_order(view)
+        return b.plan
+
+    @abstractmethod
+    def admit_waiting(self, view: ReplicaView, b: PlanBuilder, now_s: float) -> None:
+        """Admit waiting sequences through ``b.try_admit`` in the policy's order, stopping or skipping by its rule."""
+
+    def prefetch_order(self, view: ReplicaView) -> list[str]:
+        """Adapters to load ahead in overlapped mode: those of waiting requests in queue order (deduplicated)."""
+        seen: dict[str, None] = {}
+        for s in view.waiting:
+            if s.adapter is not None and s.adapter not in seen:
+                seen[s.adapter] = None
+                if len(seen) >= view.limits.max_loras:
+                    break
+        return list(seen)
+
+    def on_step_end(self, plan: StepPlan, now_s: float) -> None:
+        """Called after the engine applied ``plan`` (for stateful policies)."""
+
+
+class EvictionPolicy(ABC):
+    """Chooses which adapter leaves a full cache tier (GPU slots or CPU cache).
+
+    The store tells the policy about every insertion, use and removal; ``victim`` picks among the candidates the
+    store allows (adapters not needed by the current step and not being transferred).
+    """
+
+    name: ClassVar[str] = ""
+    rule: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def __init__(self, params: BaseModel | None = None):
+        self.params = params if params is not None else self.Params()
+
+    @abstractmethod
+    def on_insert(self, adapter: str, now_s: float) -> None: ...
+
+    @abstractmethod
+    def on_use(self, adapter: str, now_s: float) -> None: ...
+
+    @abstractmethod
+    def on_remove(self, adapter: str) -> None: ...
+
+    @abstractmethod
+    def victim(self, candidates: set[str]) -> str:
+        """Return one of ``candidates`` (non-empty) to evict."""
+
+
+SCHEDULERS: Registry = Registry("scheduler", Scheduler)
+EVICTIONS: Registry = Registry("eviction", EvictionPolicy)

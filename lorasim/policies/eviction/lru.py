@@ -1,0 +1,34 @@
+"""Least-recently-used eviction, as in both of vLLM's adapter caches (``vllm/lora/models.py``, ``LRUCache``)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from lorasim.policies.base import EVICTIONS, EvictionPolicy
+
+
+@EVICTIONS.register("lru")
+class LruEviction(EvictionPolicy):
+    """Evict the candidate used least recently. Tie-break: insertion order (never-used adapters go first)."""
+
+    rule = "evict the least recently used adapter among those not needed by the current step"
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self._order: OrderedDict[str, None] = OrderedDict()  # least recent first
+
+    def on_insert(self, adapter: str, now_s: float) -> None:
+        self._order[adapter] = None
+        self._order.move_to_end(adapter)
+
+    def on_use(self, adapter: str, now_s: float) -> None:
+        self._order.move_to_end(adapter)
+
+    def on_remove(self, adapter: str) -> None:
+        self._order.pop(adapter, None)
+
+    def victim(self, candidates: set[str]) -> str:
+        for a in self._order:
+            if a in candidates:
+                return a
+        raise ValueError("no eviction candidate is tracked by the policy")

@@ -1,0 +1,233 @@
+"""Turn a ``workload:`` section and the adapter list into the simulation's requests.
+
+Each stream is generated on its own, with numpy arrays and its own named random streams
+(``arrivals:<name>``, ``lengths:<name>``, ``popularity:<name>``, ``trace-adapters:<name>``; ``<name>`` is the
+stream's ``name`` or its index), so adding or changing one stream never changes another stream's draws. The streams
+are then merged by a stable sort on arrival time (ties: stream order, then order within the stream) and
+``Request`` objects are built once at the end. Nothing is dropped except by explicit config (a stream's
+``num_requests``/``duration_s``, a trace's window and ``max_requests``); what a trace stream kept is reported in
+``RequestArrays.notes``.
+"""
+
+from __future__ import annotations
+
+import gc
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lorasim.errors import ConfigError, DataFileError
+from lorasim.paths import data_file
+from lorasim.rng import RngStreams
+from lorasim.workload.adapters import AdapterSpec
+from lorasim.workload.arrivals import BurstArrivals, PerAdapterPoissonArrivals, SingleArrival, renewal_times
+from lorasim.workload.config import SyntheticStream, TraceStream, WorkloadConfig
+from lorasim.workload.lengths import TableCache, sample_lengths
+from lorasim.workload.popularity import PopularityConfig, UniformPopularity, sample_adapters
+from lorasim.workload.request import Request
+from lorasim.workload.traces import read_trace
+
+
+@dataclass(frozen=True, slots=True)
+class RequestArrays:
+    """The workload as parallel arrays, sorted by arrival time (request ``i`` is row ``i``).
+
+    Attributes:
+        arrival_s: float64 arrival times, seconds.
+        prompt_tokens: int64 prompt lengths (>= 1).
+        output_tokens: int64 output lengths (>= 1).
+        adapter_index: int64 position in ``adapter_names``, ``-1`` for the base model.
+        stream_index: int64 index of the stream in ``workload.streams`` that produced the request.
+        adapter_names: the scenario's adapter names.
+        notes: human-readable facts about the generation (trace rows kept, 0-token fixes).
+    """
+
+    arrival_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    adapter_index: np.ndarray
+    stream_index: np.ndarray
+    adapter_names: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+    def to_requests(self) -> list[Request]:
+        """Build the ``Request`` objects (ids 0..n-1 in arrival order)."""
+        lookup = np.array([*self.adapter_names, None], dtype=object)  # index -1 -> None
+        adapters = lookup[self.adapter_index].tolist()
+        was_enabled = gc.isenabled()
+        gc.disable()  # a million new objects would trigger many useless collections (about 20% of the time)
+        try:
+            return list(map(Request, range(len(self)), self.arrival_s.tolist(), self.prompt_tokens.tolist(),
+                            self.output_tokens.tolist(), adapters))
+        finally:
+            if was_enabled:
+                gc.enable()
+
+
+def build_requests(
+    cfg: WorkloadConfig, adapters: list[AdapterSpec], rngs: RngStreams, data_dir: str | Path | None = None
+) -> list[Request]:
+    """Generate the requests of a workload.
+
+    Args:
+        cfg: the ``workload:`` section.
+        adapters: the scenario's adapters (from :func:`build_adapters`).
+        rngs: the simulation's random streams; use a fresh ``RngStreams(seed)`` for reproducible output.
+        data_dir: where relative trace and length-table paths are looked up (see :mod:`lorasim.paths`).
+
+    Returns:
+        Requests sorted by arrival time, ``request_id`` 0..n-1 in that order.
+
+    Raises:
+        ConfigError: a stream refers to unknown adapters, needs adapters when there are none, or yields a length < 1.
+        DataFileError: a trace or length table is missing or malformed.
+    """
+    return build_request_arrays(cfg, adapters, rngs, data_dir).to_requests()
+
+
+def build_request_arrays(
+    cfg: WorkloadConfig, adapters: list[AdapterSpec], rngs: RngStreams, data_dir: str | Path | None = None
+) -> RequestArrays:
+    """Like :func:`build_requests`, but returns numpy arrays (fast for analysis and millions of requests)."""
+    names = [a.name for a in adapters]
+    position = {n: i for i, n in enumerate(names)}  # adapter name -> index
+    cache: TableCache = {}
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    notes: list[str] = []
+    for i, stream in enumerate(cfg.streams):
+        where = f"workload.streams[{i}]"
+        sname = stream.name if stream.name is not None else str(i)
+        cand = _candidates(stream.adapters, names, position, where)
+        if isinstance(stream, SyntheticStream):
+            part = _synthetic(stream, cand, names, rngs, sname, where, data_dir, cache)
+        else:
+            part, note = _trace(stream, cand, names, position, rngs, sname, where, data_dir, cache)
+            notes.append(note)
+        for field, v in (("prompt", part[1]), ("output", part[2])):
+            if len(v) and v.min() < 1:
+                raise ConfigError(f"{where}.lengths.{field}: produced a length of {int(v.min())}; lengths must be >= 1")
+        parts.append(part)
+    t = np.concatenate([p[0] for p in parts])
+    order = np.argsort(t, kind="stable")
+    stream_idx = np.concatenate([np.full(len(p[0]), k, dtype=np.int64) for k, p in enumerate(parts)])
+    return RequestArrays(
+        arrival_s=t[order],
+        prompt_tokens=np.concatenate([p[1] for p in parts])[order],
+        output_tokens=np.concatenate([p[2] for p in parts])[order],
+        adapter_index=np.concatenate([p[3] for p in parts])[order],
+        stream_index=stream_idx[order],
+        adapter_names=tuple(names),
+        notes=tuple(notes),
+    )
+
+
+def _candidates(refs: list[str | int] | None, names: list[str], position: dict[str, int], where: str) -> np.ndarray:
+    """Positions (into the adapter list) of a stream's adapters."""
+    if refs is None:
+        return np.arange(len(names), dtype=np.int64)
+    out = []
+    for r in refs:
+        if isinstance(r, int):
+            if r >= len(names):
+                raise ConfigError(f"{where}.adapters: position {r} but the scenario has {len(names)} adapters")
+            out.append(r)
+        elif r in position:
+            out.append(position[r])
+        else:
+            raise ConfigError(f"{where}.adapters: unknown adapter {r!r} (adapters are {_preview(names)})")
+    if len(set(out)) != len(out):
+        raise ConfigError(f"{where}.adapters: an adapter is listed twice: {refs}")
+    return np.asarray(out, dtype=np.int64)
+
+
+def _pick(pop: PopularityConfig | None, cand: np.ndarray, names: list[str], rng: np.random.Generator, n: int,
+          where: str) -> np.ndarray:
+    """Adapter index (into the adapter list, -1 = base) of each of ``n`` requests."""
+    pop = pop if pop is not None else UniformPopularity()
+    if len(cand) == 0:
+        if pop.base_share < 1.0:
+            raise ConfigError(f"{where}: the stream needs adapters but has none (adapters.count is 0 or the "
+                              f"stream's adapters list is empty); set popularity.base_share: 1.0 for base-model only")
+        return np.full(n, -1, dtype=np.int64)
+    probs = pop.probabilities([names[k] for k in cand], where)
+    local = sample_adapters(probs, pop.base_share, rng, n)
+    return np.where(local >= 0, cand[np.maximum(local, 0)], -1)
+
+
+def _synthetic(s: SyntheticStream, cand: np.ndarray, names: list[str], rngs: RngStreams, sname: str, where: str,
+               data_dir: str | Path | None, cache: TableCache) -> tuple[np.ndarray, ...]:
+    a = s.arrivals
+    rng_a = rngs.get(f"arrivals:{sname}")
+    rng_p = rngs.get(f"popularity:{sname}")
+    if isinstance(a, PerAdapterPoissonArrivals):
+        if len(cand) == 0:
+            raise ConfigError(f"{where}: per_adapter_poisson arrivals need adapters but the stream has none")
+        rates = a.adapter_rates([names[k] for k in cand], rng_p, where)
+        total = float(rates.sum())
+        if total <= 0:
+            raise ConfigError(f"{where}.arrivals: every adapter of the stream has rate 0")
+        t = renewal_times(lambda n: rng_a.exponential(1.0 / total, n), total, s.start_s, s.num_requests,
+                          s.duration_s)
+        adapter = cand[sample_adapters(rates / total, 0.0, rng_p, len(t))]
+    else:
+        if isinstance(a, BurstArrivals):
+            t = np.full(s.num_requests or 0, a.at_s, dtype=float)
+        elif isinstance(a, SingleArrival):
+            t = np.array([a.at_s], dtype=float)
+        else:
+            t = renewal_times(lambda n: a.gaps(rng_a, n), a.mean_rate(), s.start_s, s.num_requests, s.duration_s)
+        adapter = _pick(s.popularity, cand, names, rng_p, len(t), where)
+    prompt, output = sample_lengths(s.lengths, rngs.get(f"lengths:{sname}"), len(t), data_dir, cache)
+    return t, prompt, output, adapter
+
+
+def _trace(s: TraceStream, cand: np.ndarray, names: list[str], position: dict[str, int], rngs: RngStreams,
+           sname: str, where: str, data_dir: str | Path | None, cache: TableCache
+           ) -> tuple[tuple[np.ndarray, ...], str]:
+    path = data_file(s.path, data_dir)
+    tr = read_trace(path, s.format, s.zero_tokens)
+    lo = int(np.searchsorted(tr.arrival_s, s.window_start_s, side="left"))
+    hi = len(tr) if s.window_end_s is None else int(np.searchsorted(tr.arrival_s, s.window_end_s, side="left"))
+    in_window = hi - lo
+    if s.max_requests is not None:
+        hi = min(hi, lo + s.max_requests)
+    t = (tr.arrival_s[lo:hi] - s.window_start_s) / s.rate_scale + s.start_s
+    n = len(t)
+    if s.lengths is not None:
+        prompt, output = sample_lengths(s.lengths, rngs.get(f"lengths:{sname}"), n, data_dir, cache)
+    else:
+        prompt, output = tr.prompt_tokens[lo:hi].copy(), tr.output_tokens[lo:hi].copy()
+    if tr.adapter is not None and s.use_trace_adapters:
+        adapter = np.empty(n, dtype=np.int64)
+        for k, name in enumerate(tr.adapter[lo:hi]):
+            if name is None:
+                adapter[k] = -1
+            elif name in position:
+                adapter[k] = position[name]
+            else:
+                raise DataFileError(path, f"adapter {name!r} is not one of the scenario's adapters "
+                                          f"({_preview(names)})", line=int(tr.lines[lo + k]))
+    else:
+        adapter = _pick(s.popularity, cand, names, rngs.get(f"trace-adapters:{sname}"), n, where)
+    note = (f"{where}: {path.name} ({tr.format}): {len(tr)} requests read, {in_window} in window "
+            f"[{s.window_start_s:g}, {'end' if s.window_end_s is None else f'{s.window_end_s:g}'}) s, {n} kept"
+            + (f" (max_requests {s.max_requests})" if s.max_requests is not None else ""))
+    if tr.num_zero_prompt or tr.num_zero_output:
+        fix = (f"{tr.num_zero_prompt} prompt and {tr.num_zero_output} output lengths of 0 in the whole trace "
+               "were set to 1 (zero_tokens: one)")
+        note += "; " + fix
+        warnings.warn(f"{path}: {fix}", stacklevel=3)
+    if n == 0:
+        warnings.warn(f"{where}: the trace window of {path.name} holds no requests", stacklevel=3)
+    return (t, prompt, output, adapter), note
+
+
+def _preview(names: list[str]) -> str:
+    if len(names) <= 4:
+        return str(names)
+    return f"[{names[0]!r}, {names[1]!r}, ..., {names[-1]!r}] ({len(names)} in all)"

@@ -1,0 +1,186 @@
+"""Trace readers: Azure LLM inference 2023, Mooncake, and a generic CSV / JSONL format.
+
+Every reader returns a :class:`TraceData` whose times are seconds from the start of the trace:
+
+* ``azure`` — ``TIMESTAMP,ContextTokens,GeneratedTokens`` (Patel et al., *Splitwise*, ISCA'24; Azure LLM inference
+  trace 2023). TIMESTAMP is a wall-clock time with up to 7 fractional digits (100 ns); time 0 is the first row.
+* ``mooncake`` — JSON lines with ``timestamp`` (ms), ``input_length``, ``output_length`` (Qin et al., *Mooncake*,
+  FAST'25); time 0 is the first row (0 in the published traces). Other fields (``hash_ids``) are ignored.
+* ``csv`` / ``jsonl`` — lorasim's generic format: ``arrival_time_s``, ``prompt_tokens``, ``output_tokens`` and an
+  optional ``adapter`` (empty or null = base model). Times are used as given (time 0 is the simulation's 0).
+
+Validation (vectorised; the first bad row is reported as ``DataFileError(path, message, line)`` with its 1-based
+line): missing column or field, non-numeric, NaN, negative or non-integer token counts, unparseable or decreasing
+timestamps (equal timestamps are allowed), empty file. Token counts of 0 are an error by default; with
+``zero_tokens="one"`` they become 1 and are counted in ``TraceData.num_zero_prompt`` / ``num_zero_output``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from lorasim.errors import DataFileError
+from lorasim.workload._tabular import MISSING, first_decrease, first_line, numbers, read_csv_strings, read_jsonl_records
+
+TraceFormat = Literal["auto", "azure", "mooncake", "csv", "jsonl"]
+ZeroTokens = Literal["error", "one"]
+
+AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+MOONCAKE_FIELDS = ("timestamp", "input_length", "output_length")
+GENERIC_FIELDS = ("arrival_time_s", "prompt_tokens", "output_tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class TraceData:
+    """A validated trace, one entry per request, in file order (times non-decreasing).
+
+    Attributes:
+        path: the file read.
+        format: the format used (``azure``, ``mooncake``, ``csv``, ``jsonl``).
+        arrival_s: float64 arrival times, seconds from the trace start.
+        prompt_tokens: int64 prompt lengths (>= 1).
+        output_tokens: int64 output lengths (>= 1).
+        adapter: object array of adapter names (``None`` = base model), or ``None`` if the trace has no adapters.
+        lines: int64 1-based file line of each request.
+        num_zero_prompt: prompt lengths of 0 raised to 1 (``zero_tokens="one"``).
+        num_zero_output: output lengths of 0 raised to 1 (``zero_tokens="one"``).
+    """
+
+    path: Path
+    format: str
+    arrival_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    adapter: np.ndarray | None
+    lines: np.ndarray
+    num_zero_prompt: int = 0
+    num_zero_output: int = 0
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+
+def detect_format(path: Path) -> str:
+    """Guess a trace's format from its first non-blank line (CSV header or first JSON object).
+
+    Raises:
+        DataFileError: empty file or an unrecognised header / record.
+    """
+    head = first_line(path)
+    if not head:
+        raise DataFileError(path, "empty file", line=1)
+    if head.startswith("{"):
+        try:
+            keys = set(json.loads(head))
+        except (json.JSONDecodeError, TypeError):
+            raise DataFileError(path, "the first record is not a JSON object", line=None) from None
+        if set(MOONCAKE_FIELDS) <= keys:
+            return "mooncake"
+        if set(GENERIC_FIELDS) <= keys:
+            return "jsonl"
+        raise DataFileError(path, f"unrecognised JSONL trace: fields {sorted(keys)}; expected Mooncake "
+                                  f"{list(MOONCAKE_FIELDS)} or generic {list(GENERIC_FIELDS)} (+ adapter)")
+    cols = {c.strip() for c in head.split(",")}
+    if set(AZURE_COLUMNS) <= cols:
+        return "azure"
+    if set(GENERIC_FIELDS) <= cols:
+        return "csv"
+    raise DataFileError(path, f"unrecognised trace header {head[:200]!r}; expected Azure {list(AZURE_COLUMNS)}, "
+                              f"generic {list(GENERIC_FIELDS)} (+ adapter), or JSON lines", line=1)
+
+
+def read_trace(path: Path, fmt: TraceFormat = "auto", zero_tokens: ZeroTokens = "error") -> TraceData:
+    """Read and validate a trace file.
+
+    Args:
+        path: an existing file (resolve scenario paths with :func:`lorasim.paths.data_file` first).
+        fmt: the format, or ``auto`` to detect it from the first line.
+        zero_tokens: ``error`` (default) rejects a 0 token count; ``one`` raises it to 1 and counts it.
+
+    Raises:
+        DataFileError: missing file or malformed content, with the 1-based line where one applies.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(path, "file not found")
+    if fmt == "auto":
+        fmt = detect_format(path)
+    if fmt == "azure":
+        df, lines = read_csv_strings(path, AZURE_COLUMNS)
+        ts = pd.to_datetime(df["TIMESTAMP"], format="ISO8601", errors="coerce")
+        bad = ts.isna().to_numpy()
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DataFileError(path, f"TIMESTAMP: cannot parse {df['TIMESTAMP'].iloc[i]!r} as a date-time",
+                                line=int(lines[i]))
+        ns = ts.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+        _check_sorted(ns, path, "TIMESTAMP", lines)
+        t = (ns - ns[0]).astype(np.float64) / 1e9
+        prompt_raw, output_raw, adapter = df["ContextTokens"], df["GeneratedTokens"], None
+        names = ("ContextTokens", "GeneratedTokens")
+    elif fmt == "mooncake":
+        cols, lines = read_jsonl_records(path, MOONCAKE_FIELDS)
+        ms = numbers(cols["timestamp"], path, "timestamp", lines, integer=False, min_value=None)
+        _check_sorted(ms, path, "timestamp", lines)
+        t = (ms - ms[0]) / 1000.0
+        prompt_raw, output_raw, adapter = cols["input_length"], cols["output_length"], None
+        names = ("input_length", "output_length")
+    elif fmt in ("csv", "jsonl"):
+        if fmt == "csv":
+            df, lines = read_csv_strings(path, GENERIC_FIELDS, optional=("adapter",))
+            raw = {c: df[c] for c in df.columns}
+            adapter = _adapter_names(df["adapter"].tolist()) if "adapter" in df.columns else None
+        else:
+            raw, lines = read_jsonl_records(path, GENERIC_FIELDS, optional=("adapter",))
+            present = any(v is not MISSING for v in raw["adapter"])
+            adapter = _adapter_names(raw["adapter"], path, lines) if present else None
+        t = numbers(raw["arrival_time_s"], path, "arrival_time_s", lines, integer=False, min_value=0)
+        _check_sorted(t, path, "arrival_time_s", lines)
+        prompt_raw, output_raw = raw["prompt_tokens"], raw["output_tokens"]
+        names = ("prompt_tokens", "output_tokens")
+    else:
+        raise DataFileError(path, f"unknown trace format {fmt!r}; use auto, azure, mooncake, csv or jsonl")
+    prompt = numbers(prompt_raw, path, names[0], lines, integer=True, min_value=0)
+    output = numbers(output_raw, path, names[1], lines, integer=True, min_value=0)
+    nz_prompt = _zeros(prompt, path, names[0], lines, zero_tokens)
+    nz_output = _zeros(output, path, names[1], lines, zero_tokens)
+    return TraceData(path, fmt, t, prompt, output, adapter, lines, nz_prompt, nz_output)
+
+
+def _check_sorted(t: np.ndarray, path: Path, field: str, lines: np.ndarray) -> None:
+    i = first_decrease(t)
+    if i is not None:
+        raise DataFileError(path, f"{field}: timestamps must be non-decreasing; this row is earlier than the "
+                                  f"previous one (line {int(lines[i - 1])})", line=int(lines[i]))
+
+
+def _zeros(v: np.ndarray, path: Path, field: str, lines: np.ndarray, policy: ZeroTokens) -> int:
+    zero = v == 0
+    if not zero.any():
+        return 0
+    if policy == "error":
+        i = int(np.argmax(zero))
+        raise DataFileError(path, f"{field}: 0 tokens ({int(zero.sum())} such rows; a request needs >= 1; set the "
+                                  f"stream's zero_tokens: one to count them as 1)", line=int(lines[i]))
+    v[zero] = 1
+    return int(zero.sum())
+
+
+def _adapter_names(raw: list, path: Path | None = None, lines: np.ndarray | None = None) -> np.ndarray | None:
+    """Adapter column -> object array of str / None (empty, null or absent = base model)."""
+    out = np.empty(len(raw), dtype=object)
+    for i, v in enumerate(raw):
+        if v is None or v is MISSING or (isinstance(v, str) and not v.strip()):
+            out[i] = None
+        elif isinstance(v, str):
+            out[i] = v.strip()
+        else:
+            assert path is not None and lines is not None
+            raise DataFileError(path, f"adapter: expected a name or null, got {v!r}", line=int(lines[i]))
+    return out

@@ -1,0 +1,16 @@
+"""Shared fixtures and helpers for lorasim's tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lorasim.paths import resolve_data_dir
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+DATA_DIR = resolve_data_dir()
+CASES_DIR = SHARED / "cases"
+
+needs_data = pytest.mark.skipif(not DATA_DIR.exists(), reason=f"data directory {DATA_DIR} not present")
