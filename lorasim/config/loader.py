@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 from pydantic import ValidationError
@@ -72,7 +72,14 @@ def _clean_loc(loc: tuple, data: Any) -> tuple:
     """Drop pydantic's union-tag and wrapper components from an error location, keeping the user's key path."""
     out = []
     node = data
+    skip_next = False
     for i, c in enumerate(loc):
+        if skip_next:
+            skip_next = False
+            continue
+        if c == "streams" and isinstance(node, Mapping) and "streams" not in node:
+            skip_next = True  # the single-stream shorthand: workload keys written without `streams: [...]`
+            continue
         if isinstance(node, Mapping) and c not in node:
             is_tag = c in (node.get("kind"), node.get("name"), node.get("dist"))
             if is_tag or (i + 1 < len(loc) and loc[i + 1] in node) or (isinstance(c, str) and "[" in c):
@@ -87,8 +94,10 @@ def _clean_loc(loc: tuple, data: Any) -> tuple:
     return tuple(out)
 
 
-def format_validation_error(exc: ValidationError, data: Any, source: str | None, lines: dict[tuple, int]) -> str:
-    """One line: ``file:line: key.path: message`` (+ how many more errors)."""
+def format_validation_error(exc: ValidationError, data: Any, source: str | None, lines: dict[tuple, int],
+                            overridden: Iterable[str] = ()) -> str:
+    """One line: ``file:line: key.path: message`` (+ how many more errors); ``--set key.path: ...`` when the value
+    came from an override."""
     errs = exc.errors()
     err = errs[0]
     loc = _clean_loc(tuple(err["loc"]), data)
@@ -100,6 +109,9 @@ def format_validation_error(exc: ValidationError, data: Any, source: str | None,
         msg = msg[len("Value error, "):]
     if err["type"] not in ("extra_forbidden", "missing") and "input" in err and not isinstance(err["input"], (dict, list)):
         msg += f" (got {err['input']!r})"
+    for key in overridden:
+        if path == key or path.startswith(key + ".") or key.startswith(path + "."):
+            return f"--set {key}: {msg}" + (f" (and {len(errs) - 1} more)" if len(errs) > 1 else "")
     line = None
     for k in range(len(loc), 0, -1):
         if loc[:k] in lines:
@@ -110,7 +122,7 @@ def format_validation_error(exc: ValidationError, data: Any, source: str | None,
     return f"{where}{path}: {msg}{more}"
 
 
-def load_scenario(source: str | Path | Mapping | None = None, overrides: Iterable[str] = (),
+def load_scenario(source: str | Path | Mapping | None = None, overrides: Sequence[str] = (),
                   seed: int | None = None) -> Scenario:
     """Load and validate a scenario.
 
@@ -160,7 +172,8 @@ def load_scenario(source: str | Path | Mapping | None = None, overrides: Iterabl
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, data, name, _key_lines(text) if text else {})) from None
+        keys = [o.partition("=")[0].strip() for o in overrides]
+        raise ConfigError(format_validation_error(exc, data, name, _key_lines(text) if text else {}, keys)) from None
 
 
 def scenario_to_yaml(scenario: Scenario) -> str:

@@ -79,26 +79,50 @@ class AdapterStore:
         """SimPy generator: make every adapter in ``adapters`` ready on the GPU, one after another (vLLM loads
         them sequentially inside the step). ``protect`` (the step's adapters) is never evicted."""
         for a in adapters:
-            st = self.gpu.get(a)
-            if st is READY:
-                continue
-            if st is not None:
-                yield st  # a prefetch is already bringing it in
-                continue
-            yield from self._load_gpu(a, protect)
+            while self.gpu.get(a) is not READY:
+                st = self.gpu.get(a)
+                if st is None:
+                    yield from self._load(a, protect)
+                else:
+                    yield st  # a prefetch is bringing it in; re-check when it is done
 
     def prefetch(self, adapter: str, protect: set[str]) -> bool:
-        """Start loading ``adapter`` in the background if a slot is free or evictable now.
+        """Start loading ``adapter`` in the background if both tiers can take it now, without waiting.
+
+        Slots are chosen and reserved at once (evicting unprotected adapters if needed); only the transfers run
+        in a background process.
 
         Returns:
             True if a load was started.
         """
         if adapter in self.gpu:
             return False
-        if len(self.gpu) >= self.max_loras and not self._gpu_candidates(protect | {adapter}):
+        keep = protect | {adapter}
+        gpu_cands = self._gpu_candidates(keep) if len(self.gpu) >= self.max_loras else set()
+        if len(self.gpu) >= self.max_loras and not gpu_cands:
             return False
-        self.env.process(self._load_gpu(adapter, protect | {adapter}))
+        need_cpu_room = adapter not in self.cpu and len(self.cpu) >= self.max_cpu_loras
+        if need_cpu_room and not self._cpu_candidates(keep):
+            return False
+        if gpu_cands:
+            self._evict_gpu(self.gpu_policy.victim(gpu_cands))
+        cpu_done = None
+        if adapter not in self.cpu:
+            if len(self.cpu) >= self.max_cpu_loras:
+                self._evict_cpu(self.cpu_policy.victim(self._cpu_candidates(keep)))
+            cpu_done = self.env.event()
+            self.cpu[adapter] = cpu_done
+        done = self.env.event()
+        self.gpu[adapter] = done
+        self.env.process(self._prefetch_transfers(adapter, cpu_done, done))
         return True
+
+    def _prefetch_transfers(self, a: str, cpu_done, done):
+        if cpu_done is not None:
+            yield from self._disk_transfer(a, cpu_done)
+        while self.cpu[a] is not READY:  # another process is reading it from disk
+            yield self.cpu[a]
+        yield from self._pcie_transfer(a, done)
 
     def _gpu_candidates(self, protect: set[str]) -> set[str]:
         return {a for a, st in self.gpu.items() if st is READY and a not in protect}
@@ -106,34 +130,58 @@ class AdapterStore:
     def _cpu_candidates(self, protect: set[str]) -> set[str]:
         # an adapter being copied to the GPU must stay in the CPU cache until the copy is done
         return {a for a, st in self.cpu.items()
-                if st is READY and a not in protect and (a not in self.gpu or self.gpu[a] is READY)}
+                if st is READY and a not in protect and self.gpu.get(a, READY) is READY}
 
-    def _wait_any(self, table: dict[str, object], protect: set[str]):
-        pending = [st for a, st in table.items() if st is not READY and a not in protect]
-        if not pending:
-            pending = [st for st in table.values() if st is not READY]
-        if not pending:
-            raise RuntimeError("adapter tier full of protected adapters; max_loras/max_cpu_loras too small")
-        return self.env.any_of(pending)
+    def _pending(self, keep: set[str]):
+        """An event that fires when some transfer finishes (preferring transfers of unprotected adapters)."""
+        events = [st for t in (self.gpu, self.cpu) for a, st in t.items() if st is not READY and a not in keep]
+        if not events:
+            events = [st for t in (self.gpu, self.cpu) for st in t.values() if st is not READY]
+        if not events:
+            raise RuntimeError(f"adapter tiers hold only adapters the step needs (GPU {sorted(self.gpu)}, CPU "
+                               f"{sorted(self.cpu)}); this is a bug: max_cpu_loras >= max_loras must prevent it")
+        return self.env.any_of(events)
 
-    def _load_gpu(self, a: str, protect: set[str]):
+    def _load(self, a: str, keep: set[str]):
+        """SimPy generator: bring ``a`` into a GPU slot (through the CPU cache), evicting or waiting as needed."""
+        keep = keep | {a}
         while a not in self.gpu and len(self.gpu) >= self.max_loras:
-            cands = self._gpu_candidates(protect)
+            cands = self._gpu_candidates(keep)
             if cands:
                 self._evict_gpu(self.gpu_policy.victim(cands))
             else:
-                yield self._wait_any(self.gpu, protect)
-        if a in self.gpu:  # someone else started it while we waited
-            if self.gpu[a] is not READY:
-                yield self.gpu[a]
+                yield self._pending(keep)
+        if a in self.gpu:  # another process started this load while we waited
             return
         done = self.env.event()
         self.gpu[a] = done
-        st = self.cpu.get(a)
-        if st is None:
-            yield from self._load_cpu(a, protect)
-        elif st is not READY:
-            yield st
+        while self.cpu.get(a) is not READY:
+            st = self.cpu.get(a)
+            if st is not None:
+                yield st
+            elif len(self.cpu) >= self.max_cpu_loras:
+                cands = self._cpu_candidates(keep)
+                if cands:
+                    self._evict_cpu(self.cpu_policy.victim(cands))
+                else:
+                    yield self._pending(keep)
+            else:
+                cpu_done = self.env.event()
+                self.cpu[a] = cpu_done
+                yield from self._disk_transfer(a, cpu_done)
+        yield from self._pcie_transfer(a, done)
+
+    def _disk_transfer(self, a: str, done):
+        start = self.env.now
+        size = self.specs[a].size_bytes
+        yield from self.disk_link.transfer(size)
+        self.cpu[a] = READY
+        self.cpu_policy.on_insert(a, self.env.now)
+        self.num_disk_loads += 1
+        self.recorder.on_adapter_load("disk_to_cpu", a, start, self.env.now, size)
+        done.succeed()
+
+    def _pcie_transfer(self, a: str, done):
         start = self.env.now
         size = self.specs[a].size_bytes
         yield from self.pcie_link.transfer(size)
@@ -142,29 +190,6 @@ class AdapterStore:
         self.cpu_policy.on_use(a, self.env.now)
         self.num_gpu_loads += 1
         self.recorder.on_adapter_load("cpu_to_gpu", a, start, self.env.now, size)
-        done.succeed()
-
-    def _load_cpu(self, a: str, protect: set[str]):
-        keep = protect | {a}
-        while a not in self.cpu and len(self.cpu) >= self.max_cpu_loras:
-            cands = self._cpu_candidates(keep)
-            if cands:
-                self._evict_cpu(self.cpu_policy.victim(cands))
-            else:
-                yield self._wait_any(self.cpu, keep)
-        if a in self.cpu:
-            if self.cpu[a] is not READY:
-                yield self.cpu[a]
-            return
-        done = self.env.event()
-        self.cpu[a] = done
-        start = self.env.now
-        size = self.specs[a].size_bytes
-        yield from self.disk_link.transfer(size)
-        self.cpu[a] = READY
-        self.cpu_policy.on_insert(a, self.env.now)
-        self.num_disk_loads += 1
-        self.recorder.on_adapter_load("disk_to_cpu", a, start, self.env.now, size)
         done.succeed()
 
     def _evict_gpu(self, a: str) -> None:

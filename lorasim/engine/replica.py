@@ -227,6 +227,8 @@ class Replica:
                 s.status = SeqStatus.RUNNING
                 if math.isnan(s.first_scheduled_time_s):
                     s.first_scheduled_time_s = now_s
+                    if s.adapter is not None:
+                        s.adapter_hit = self.store.is_ready(s.adapter)
                     self.recorder.on_admit(s, now_s)
                 self.running.append(s)
         self.kv.allocate(new_blocks)  # per-sequence block counts are brought up to date when the step ends

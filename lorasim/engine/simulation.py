@@ -74,13 +74,16 @@ class Simulation:
         scenario: validated scenario.
         data_dir: data directory for trace and length files (default: ``lorasim.paths.resolve_data_dir``).
         step_time_model: replaces the scenario's step-time model (tests, what-ifs).
+        recorder: a :class:`Recorder` (subclass) to receive the hooks; default a plain one.
+        check_invariants: re-derive and validate every step's plan (slower; the tests turn it on).
 
     Raises:
         ConfigError, DataFileError: the scenario cannot be built (impossible tiers, KV capacity, missing files).
     """
 
     def __init__(self, scenario: Scenario, data_dir: str | Path | None = None,
-                 step_time_model: StepTimeModel | None = None):
+                 step_time_model: StepTimeModel | None = None, recorder: Recorder | None = None,
+                 check_invariants: bool = False):
         self.scenario = scenario
         self.rngs = RngStreams(scenario.seed)
         eng = scenario.engine
@@ -109,7 +112,7 @@ class Simulation:
         else:
             self.perf = self.profile.step_time_model(eng.max_lora_rank, self.lora_enabled, eng.max_loras)
         self.env = simpy.Environment()
-        self.recorder = Recorder()
+        self.recorder = recorder if recorder is not None else Recorder()
         links = {}
         for name in ("disk_to_cpu", "cpu_to_gpu"):
             cfg, base = getattr(eng, name), self.profile.link_cost(name)
@@ -125,7 +128,8 @@ class Simulation:
         max_len = eng.max_model_len
         self.replica = Replica(self.env, 0, limits, scenario.scheduler.build(), store,
                                KVCache(kv_tokens, eng.block_size), self.perf, self.recorder,
-                               overlapped_loads=eng.adapter_load == "overlapped")
+                               overlapped_loads=eng.adapter_load == "overlapped",
+                               check_invariants=check_invariants)
         self.seqs = [Seq(req=r, adapter=r.adapter, num_prompt_tokens=r.prompt_tokens,
                          max_output_tokens=r.output_tokens) for r in self.requests]
         if max_len is not None:

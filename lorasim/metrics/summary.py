@@ -103,9 +103,8 @@ def summarize(requests: pd.DataFrame, steps: pd.DataFrame, events: pd.DataFrame,
     loads = events[events["kind"] == "load"] if len(events) else events
     out["gpu_adapter_loads"] = int((loads["tier"] == "gpu").sum()) if len(loads) else 0
     out["disk_adapter_loads"] = int((loads["tier"] == "cpu").sum()) if len(loads) else 0
-    uses = int(steps["num_distinct_adapters"].sum()) if len(steps) else 0
-    misses = int(steps["num_adapter_loads"].sum()) if len(steps) else 0
-    out["gpu_adapter_hit_rate"] = (uses - misses) / uses if uses else math.nan
+    hits = requests["adapter_hit"].dropna()
+    out["gpu_adapter_hit_rate"] = float(hits.mean()) if len(hits) else math.nan
     out["adapter_load_wait_s"] = float(steps["load_wait_s"].sum()) if len(steps) else 0.0
     waits = requests["queue_wait_s"].to_numpy()
     out["max_queue_wait_s"] = float(np.nanmax(waits)) if len(waits) and not np.all(np.isnan(waits)) else 0.0

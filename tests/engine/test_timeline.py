@@ -1,0 +1,91 @@
+"""A tiny scenario whose whole timeline is computed by hand (constant 10 ms steps, fixed load costs)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tests.helpers import FIXED_LINKS, run, scenario, single
+
+
+@pytest.fixture(scope="module")
+def res():
+    sc = scenario(
+        model={"profile": "llama-3.1-8b_h100-64gb", "step_time": {"kind": "constant", "step_time_s": 0.01}},
+        adapters={"names": ["a"], "ranks": 8},
+        workload={"streams": [single(0.0, "a", 4, 3, "r0"), single(0.015, "a", 4, 2, "r1")]},
+        engine={"max_loras": 1, "kv_cache_tokens": 1024, **FIXED_LINKS},
+    )
+    return run(sc)
+
+
+def test_request_times_by_hand(res):
+    # step 1 starts at 0: r0's adapter is read from disk (0.1 s) and copied to the GPU (0.05 s), then the prefill
+    # (0.01 s) ends at 0.16 with r0's first token. r1 arrived at 0.015, mid-step, and joins step 2 (0.16-0.17):
+    # r0 decodes its 2nd token, r1 prefills and gets its first. Step 3 (0.17-0.18): both decode and finish.
+    r = res.requests.set_index("request_id")
+    assert r.loc[0, "first_scheduled_time_s"] == pytest.approx(0.0)
+    assert r.loc[0, "first_token_time_s"] == pytest.approx(0.16)
+    assert r.loc[0, "finish_time_s"] == pytest.approx(0.18)
+    assert r.loc[0, "ttft_s"] == pytest.approx(0.16)
+    assert r.loc[0, "adapter_stall_s"] == pytest.approx(0.15)
+    assert r.loc[1, "first_scheduled_time_s"] == pytest.approx(0.16)
+    assert r.loc[1, "queue_wait_s"] == pytest.approx(0.145)
+    assert r.loc[1, "ttft_s"] == pytest.approx(0.155)
+    assert r.loc[1, "e2el_s"] == pytest.approx(0.165)
+    assert not r["aborted"].any()
+
+
+def test_steps_by_hand(res):
+    s = res.steps
+    assert list(s["start_time_s"].round(6)) == [0.0, 0.16, 0.17]
+    assert list(s["duration_s"].round(6)) == [0.16, 0.01, 0.01]
+    assert list(s["load_wait_s"].round(6)) == [0.15, 0.0, 0.0]
+    assert list(s["num_prefill_tokens"]) == [4, 4, 0]
+    assert list(s["num_decode_seqs"]) == [0, 1, 2]
+    assert list(s["num_adapter_loads"]) == [1, 0, 0]
+    assert list(s["num_distinct_adapters"]) == [1, 1, 1]
+
+
+def test_summary_by_hand(res):
+    m = res.summary
+    assert m["num_requests"] == 2 and m["num_completed"] == 2 and m["num_aborted"] == 0
+    assert m["duration_s"] == pytest.approx(0.18)
+    assert m["request_throughput_rps"] == pytest.approx(2 / 0.18)
+    assert m["output_throughput_tok_s"] == pytest.approx(5 / 0.18)
+    assert m["total_throughput_tok_s"] == pytest.approx(13 / 0.18)
+    assert m["ttft_ms_mean"] == pytest.approx((160 + 155) / 2)
+    assert m["tpot_ms_mean"] == pytest.approx(10.0)  # r0: (0.18-0.16)/2; r1: (0.18-0.17)/1
+    assert m["itl_ms_mean"] == pytest.approx(10.0) and m["itl_ms_p99"] == pytest.approx(10.0)
+    assert m["e2el_ms_p50"] == pytest.approx((180 + 165) / 2)
+    assert m["gpu_adapter_loads"] == 1 and m["disk_adapter_loads"] == 1
+    assert m["gpu_adapter_hit_rate"] == pytest.approx(0.5)  # r0 needed a load, r1 found the adapter resident
+    assert m["max_queue_wait_s"] == pytest.approx(0.145)
+    assert m["num_preemptions"] == 0
+    assert m["kv_cache_tokens"] == 1024
+
+
+def test_adapter_events(res):
+    ev = res.adapter_events
+    assert list(ev["kind"]) == ["load", "load"]
+    assert list(ev["tier"]) == ["cpu", "gpu"]
+    assert list(ev["time_s"].round(6)) == [0.1, 0.15]
+    assert list(ev["duration_s"].round(6)) == [0.1, 0.05]
+    assert all(ev["size_bytes"] > 0)
+
+
+def test_chunked_prefill_and_budget():
+    # one 100-token prompt with a 32-token budget: chunks 32+32+32+4, the 4th step samples the first token
+    sc = scenario(
+        model={"profile": "llama-3.1-8b_h100-64gb", "step_time": {"kind": "constant", "step_time_s": 0.01}},
+        adapters={"count": 0},
+        workload={"streams": [single(0.0, None, 100, 2)]},
+        engine={"max_num_batched_tokens": 32, "kv_cache_tokens": 1024},
+    )
+    res = run(sc)
+    assert list(res.steps["num_prefill_tokens"]) == [32, 32, 32, 4, 0]
+    r = res.requests.iloc[0]
+    assert r["ttft_s"] == pytest.approx(0.04)
+    assert r["e2el_s"] == pytest.approx(0.05)
+    assert math.isnan(res.summary["gpu_adapter_hit_rate"])  # no adapter requests at all
