@@ -109,12 +109,12 @@ def profiles() -> None:
     from lorasim.perf.profile import list_profiles, load_profile
 
     table = Table(show_header=True, header_style="bold")
-    for col in ("name", "model", "device", "source"):
-        table.add_column(col)
+    table.add_column("name", no_wrap=True)
+    table.add_column("model", no_wrap=True)
+    table.add_column("device")
     for name in list_profiles():
         p = load_profile(name)
-        table.add_row(name, p.shape.name, p.device, str(p.provenance.get("source", ""))[:60]
-                      if isinstance(p.provenance, dict) else "")
+        table.add_row(name, p.shape.name, p.device)
     console.print(table)
 
 

@@ -119,10 +119,10 @@ class AdapterStore:
 
     def _prefetch_transfers(self, a: str, cpu_done, done):
         if cpu_done is not None:
-            yield from self._disk_transfer(a, cpu_done)
+            yield from self._transfer(a, cpu_done, to_gpu=False)
         while self.cpu[a] is not READY:  # another process is reading it from disk
             yield self.cpu[a]
-        yield from self._pcie_transfer(a, done)
+        yield from self._transfer(a, done, to_gpu=True)
 
     def _gpu_candidates(self, protect: set[str]) -> set[str]:
         return {a for a, st in self.gpu.items() if st is READY and a not in protect}
@@ -168,28 +168,26 @@ class AdapterStore:
             else:
                 cpu_done = self.env.event()
                 self.cpu[a] = cpu_done
-                yield from self._disk_transfer(a, cpu_done)
-        yield from self._pcie_transfer(a, done)
+                yield from self._transfer(a, cpu_done, to_gpu=False)
+        yield from self._transfer(a, done, to_gpu=True)
 
-    def _disk_transfer(self, a: str, done):
+    def _transfer(self, a: str, done, to_gpu: bool):
+        """SimPy generator: move ``a`` over the disk->CPU (``to_gpu=False``) or CPU->GPU link into its tier."""
+        if to_gpu:
+            link, table, policy, name = self.pcie_link, self.gpu, self.gpu_policy, "cpu_to_gpu"
+        else:
+            link, table, policy, name = self.disk_link, self.cpu, self.cpu_policy, "disk_to_cpu"
         start = self.env.now
         size = self.specs[a].size_bytes
-        yield from self.disk_link.transfer(size)
-        self.cpu[a] = READY
-        self.cpu_policy.on_insert(a, self.env.now)
-        self.num_disk_loads += 1
-        self.recorder.on_adapter_load("disk_to_cpu", a, start, self.env.now, size)
-        done.succeed()
-
-    def _pcie_transfer(self, a: str, done):
-        start = self.env.now
-        size = self.specs[a].size_bytes
-        yield from self.pcie_link.transfer(size)
-        self.gpu[a] = READY
-        self.gpu_policy.on_insert(a, self.env.now)
-        self.cpu_policy.on_use(a, self.env.now)
-        self.num_gpu_loads += 1
-        self.recorder.on_adapter_load("cpu_to_gpu", a, start, self.env.now, size)
+        yield from link.transfer(size)
+        table[a] = READY
+        policy.on_insert(a, self.env.now)
+        if to_gpu:
+            self.cpu_policy.on_use(a, self.env.now)
+            self.num_gpu_loads += 1
+        else:
+            self.num_disk_loads += 1
+        self.recorder.on_adapter_load(name, a, start, self.env.now, size)
         done.succeed()
 
     def _evict_gpu(self, a: str) -> None:

@@ -11,7 +11,7 @@ from lorasim.engine.kvcache import KVCache
 from lorasim.engine.sequence import Seq, SeqStatus
 from lorasim.errors import PolicyError
 from lorasim.perf.base import BatchStats, StepTimeModel
-from lorasim.policies.base import ReplicaView, Scheduler, SchedulerLimits, StepPlan
+from lorasim.policies.base import ReplicaView, Scheduler, SchedulerLimits, StepPlan, add_tokens
 
 
 class Replica:
@@ -174,17 +174,9 @@ class Replica:
             if not 1 <= n <= pending:
                 raise PolicyError(f"scheduler {name!r} gave request {seq.request_id} {n} tokens (pending {pending})")
             tokens += n
-            ctx = seq.num_computed_tokens
-            new_blocks += max(0, -(-(ctx + n) // bs) - seq.num_blocks)
-            if seq.is_decode:
-                stats.num_decode_seqs += 1
-                stats.num_decode_context_tokens += ctx + 1
-            else:
-                stats.num_prefill_seqs += 1
-                stats.num_prefill_tokens += n
-                stats.prefill_attention_work += n * (ctx + n)
+            new_blocks += max(0, -(-(seq.num_computed_tokens + n) // bs) - seq.num_blocks)
+            add_tokens(stats, seq, n)
             if seq.adapter is not None:
-                stats.num_lora_tokens += n
                 adapters[seq.adapter] = None
         stats.num_distinct_adapters = len(adapters)
         if tokens > lim.max_num_batched_tokens:

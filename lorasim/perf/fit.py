@@ -155,7 +155,7 @@ def fit_vllm_profiles(data_dir: Path, generated: str, vidur_ctx: dict) -> list[d
             "provenance": {"inputs": _inputs(data_dir, VLLM_INPUTS), "command": COMMAND, "generated": generated,
                            "source_engine": ENGINE_V1,
                            "fitted_on": f"{FILES['runs']} + {FILES['steps']} (model {run_model}; every run except the "
-                                        "held-out ones), {FILES['loads']}, {FILES['kv']}",
+                                        f"held-out ones), {FILES['loads']}, {FILES['kv']}",
                            "assumptions": VLLM_ASSUMPTIONS, "notes": notes},
             "step_time": coef,
             "adapter_load": {**links, "assumed_target_modules": list(ALL_TARGET_MODULES)},

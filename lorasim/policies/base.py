@@ -118,6 +118,23 @@ def can_admit(adapters_in_step, adapter: str | None, max_loras: int) -> bool:
     return adapter is None or adapter in adapters_in_step or len(adapters_in_step) < max_loras
 
 
+def add_tokens(stats: BatchStats, seq: Seq, n: int) -> None:
+    """Account ``n`` tokens of ``seq`` in ``stats``: one decode token, or a prefill chunk (and LoRA tokens).
+
+    Distinct adapters are counted by the caller.
+    """
+    c = seq.num_computed_tokens
+    if seq.num_output_tokens > 0 and c + 1 == seq.num_prompt_tokens + seq.num_output_tokens:
+        stats.num_decode_seqs += 1
+        stats.num_decode_context_tokens += c + 1
+    else:
+        stats.num_prefill_seqs += 1
+        stats.num_prefill_tokens += n
+        stats.prefill_attention_work += n * (c + n)
+    if seq.adapter is not None:
+        stats.num_lora_tokens += n
+
+
 class Admit(enum.Enum):
     """Outcome of :meth:`PlanBuilder.try_admit`."""
 
@@ -224,22 +241,12 @@ class PlanBuilder:
         self.token_budget -= n
         self.free_blocks -= need_blocks
         plan.num_new_blocks += need_blocks
-        st = self.stats
-        c = seq.num_computed_tokens
-        if seq.num_output_tokens > 0 and c + 1 == seq.num_prompt_tokens + seq.num_output_tokens:
-            st.num_decode_seqs += 1
-            st.num_decode_context_tokens += c + 1
-        else:
-            st.num_prefill_seqs += 1
-            st.num_prefill_tokens += n
-            st.prefill_attention_work += n * (c + n)
+        add_tokens(self.stats, seq, n)
         a = seq.adapter
-        if a is not None:
-            st.num_lora_tokens += n
-            if a not in self.adapters:
-                self.adapters[a] = None
-                plan.adapter_order.append(a)
-                st.num_distinct_adapters += 1
+        if a is not None and a not in self.adapters:
+            self.adapters[a] = None
+            plan.adapter_order.append(a)
+            self.stats.num_distinct_adapters += 1
 
 
 class Scheduler(ABC):

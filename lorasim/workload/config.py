@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from lorasim.perf.shapes import ALL_TARGET_MODULES, TargetModule
+from lorasim.workload._union import kind_or
 from lorasim.workload.arrivals import (
     ArrivalsConfig,
     BurstArrivals,
@@ -117,14 +118,9 @@ class TraceStream(_Model):
         return self
 
 
-def _stream_tag(v: Any) -> str:
-    kind = v.get("kind", "synthetic") if isinstance(v, dict) else getattr(v, "kind", "synthetic")
-    return kind if isinstance(kind, str) else "synthetic"  # an unknown kind fails, listing the valid ones
-
-
 StreamConfig = Annotated[
     Union[Annotated[SyntheticStream, Tag("synthetic")], Annotated[TraceStream, Tag("trace")]],
-    Discriminator(_stream_tag),
+    Discriminator(kind_or("synthetic")),
 ]
 """One stream of a workload: ``kind: synthetic`` (default) or ``kind: trace``."""
 

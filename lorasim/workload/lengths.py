@@ -21,6 +21,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Fiel
 from lorasim.errors import DataFileError
 from lorasim.paths import data_file
 from lorasim.workload._tabular import numbers, read_csv_strings
+from lorasim.workload._union import kind_or
 
 
 class _Model(BaseModel):
@@ -127,14 +128,9 @@ class EmpiricalLengths(_Model):
     """Optional 0/1 column: only rows where it is nonzero are sampled."""
 
 
-def _lengths_tag(v: Any) -> str:
-    kind = v.get("kind", "separate") if isinstance(v, dict) else getattr(v, "kind", "separate")
-    return kind if isinstance(kind, str) else "separate"  # an unknown kind fails, listing the valid ones
-
-
 LengthsConfig = Annotated[
     Union[Annotated[SeparateLengths, Tag("separate")], Annotated[EmpiricalLengths, Tag("empirical")]],
-    Discriminator(_lengths_tag),
+    Discriminator(kind_or("separate")),
 ]
 """A stream's ``lengths:`` block: separate distributions (default, no ``kind`` needed) or ``kind: empirical``."""
 
