@@ -58,12 +58,6 @@ class AdapterStore:
         """Adapters among ``adapters`` not yet ready in a GPU slot (loading ones included), in the given order."""
         return [a for a in adapters if self.gpu.get(a) is not READY]
 
-    def gpu_names(self) -> frozenset[str]:
-        return frozenset(self.gpu)
-
-    def cpu_names(self) -> frozenset[str]:
-        return frozenset(self.cpu)
-
     def loading(self) -> bool:
         """True while any transfer is in flight."""
         return any(st is not READY for st in self.gpu.values()) or any(st is not READY for st in self.cpu.values())

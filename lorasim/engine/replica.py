@@ -119,7 +119,7 @@ class Replica:
             self._finish_step(plan, start, load_wait, stats, len(missing))
             self.scheduler.on_step_end(plan, env.now)
             if self.overlapped_loads and self.waiting:
-                self._prefetch(plan.prefetch)
+                self._prefetch(self.scheduler.prefetch_order(self._view()))
 
     def _idle(self):
         self._wakeup = self.env.event()
@@ -128,8 +128,8 @@ class Replica:
     def _view(self) -> ReplicaView:
         return ReplicaView(
             limits=self.limits, running=self.running, waiting=self.waiting, kv_free_blocks=self.kv.free_blocks,
-            kv_total_blocks=self.kv.total_blocks, gpu_adapters=self.store.gpu_names(),
-            cpu_adapters=self.store.cpu_names(), num_steps=self.num_steps)
+            kv_total_blocks=self.kv.total_blocks, gpu_adapters=self.store.gpu.keys(),
+            cpu_adapters=self.store.cpu.keys(), num_steps=self.num_steps)
 
     def _prefetch(self, adapters: list[str]) -> None:
         protect = {s.adapter for s in self.running if s.adapter is not None} | set(adapters)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -57,8 +57,8 @@ class ReplicaView:
         waiting: the waiting queue, head first (preempted requests are put back at the head).
         kv_free_blocks: free KV blocks now.
         kv_total_blocks: KV capacity in blocks.
-        gpu_adapters: adapters resident (or being loaded) in GPU slots.
-        cpu_adapters: adapters in the CPU cache.
+        gpu_adapters: adapters resident (or being loaded) in GPU slots (a live, read-only view).
+        cpu_adapters: adapters in the CPU cache (a live, read-only view).
         num_steps: engine steps completed so far.
     """
 
@@ -67,8 +67,8 @@ class ReplicaView:
     waiting: Sequence[Seq]
     kv_free_blocks: int
     kv_total_blocks: int
-    gpu_adapters: frozenset[str]
-    cpu_adapters: frozenset[str]
+    gpu_adapters: Collection[str]
+    cpu_adapters: Collection[str]
     num_steps: int = 0
 
     def blocks_needed(self, seq: Seq, num_new_tokens: int) -> int:
@@ -85,7 +85,6 @@ class StepPlan:
     Attributes:
         scheduled: ``(seq, num_new_tokens)`` in batch order; running sequences and admissions alike.
         preempted: running sequences to preempt (recompute), in the order they were chosen.
-        prefetch: adapters the policy would like loaded ahead (overlapped load mode only), most wanted first.
         stats: the batch summary, filled by :class:`PlanBuilder` (None: the engine computes it).
         num_new_blocks: KV blocks the step allocates (after its preemptions freed theirs), filled by
             :class:`PlanBuilder`.
@@ -94,7 +93,6 @@ class StepPlan:
 
     scheduled: list[tuple[Seq, int]] = field(default_factory=list)
     preempted: list[Seq] = field(default_factory=list)
-    prefetch: list[str] = field(default_factory=list)
     stats: BatchStats | None = None
     num_new_blocks: int | None = None
     adapter_order: list[str] | None = None
@@ -270,7 +268,6 @@ class Scheduler(ABC):
         b.schedule_running()
         if not b.preempted_any:
             self.admit_waiting(view, b, now_s)
-        b.plan.prefetch = self.prefetch_order(view)
         return b.plan
 
     @abstractmethod
@@ -278,7 +275,10 @@ class Scheduler(ABC):
         """Admit waiting sequences through ``b.try_admit`` in the policy's order, stopping or skipping by its rule."""
 
     def prefetch_order(self, view: ReplicaView) -> list[str]:
-        """Adapters to load ahead in overlapped mode: those of waiting requests in queue order (deduplicated)."""
+        """Adapters to load ahead, most wanted first; called by the engine only in ``overlapped`` load mode.
+
+        Default: the adapters of waiting requests in queue order (deduplicated, at most ``max_loras``).
+        """
         seen: dict[str, None] = {}
         for s in view.waiting:
             if s.adapter is not None and s.adapter not in seen:

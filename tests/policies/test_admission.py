@@ -68,9 +68,11 @@ def test_batch_completion_admits_only_running_adapters():
 def test_score_orders_running_adapters_first_then_arrival():
     run = [running_seq(0, "C")]
     q = [make_seq(1, "A"), make_seq(2, "B"), make_seq(3, "C")]
-    plan = SCHEDULERS.get("score")().schedule(view(run, q, max_loras=2), 0.0)
+    sched = SCHEDULERS.get("score")()
+    v = view(run, q, max_loras=2)
+    plan = sched.schedule(v, 0.0)
     assert admitted_ids(plan) == [0, 3, 1]  # C scores 0; A (older) beats B for the last slot
-    assert plan.prefetch[0] == "B"  # the blocked request's adapter is first on the load list
+    assert sched.prefetch_order(v)[0] == "B"  # the blocked request's adapter is first on the load list
 
 
 @pytest.mark.parametrize("name", SCHEDULERS.names())

@@ -11,7 +11,7 @@ class ScoreScheduler(Scheduler):
 
     Rule: a request whose adapter is running (or the base model) scores 0, any other scores its arrival time; admit
     in ascending score with vLLM's skip rule; budget, ``max_num_seqs`` or KV failure stops. Tie-break: queue
-    order. The load list (``prefetch``) is the adapters of the best-scored blocked requests, so overlapped loading
+    order. The load list (``prefetch_order``) is the adapters of the best-scored blocked requests, so overlapped loading
     fetches what will be admitted next.
     """
 
