@@ -7,6 +7,7 @@ import math
 import simpy
 
 from lorasim.engine.adapters import AdapterStore
+from lorasim.engine.decodes import DecodeGroup
 from lorasim.engine.kvcache import KVCache
 from lorasim.engine.sequence import Seq, SeqStatus
 from lorasim.errors import PolicyError
@@ -47,10 +48,15 @@ class Replica:
         self.check_invariants = check_invariants
         self.waiting: list[Seq] = []
         self.running: list[Seq] = []
-        self.num_steps = 0
+        self.decodes = DecodeGroup(kv.block_size)  # steady decoders, advanced in aggregate
         self.arrivals_done = False
         self._wakeup = env.event()
         self._last_step_end_s = -1.0
+
+    @property
+    def num_steps(self) -> int:
+        """Engine steps completed."""
+        return self.decodes.step
 
     # ---- inputs --------------------------------------------------------------------------------------------
     def submit(self, seq: Seq) -> None:
@@ -92,7 +98,7 @@ class Replica:
                 yield from self._idle()
                 continue
             plan = self.scheduler.schedule(self._view(), env.now)
-            if not plan.scheduled:
+            if not plan.scheduled and not plan.bulk_decode:
                 if plan.preempted:
                     self._apply_preemptions(plan)
                     continue
@@ -103,6 +109,8 @@ class Replica:
                 yield from self._idle()
                 continue
             start = env.now
+            if not plan.bulk_decode and self.decodes.num:
+                self._dissolve_decodes()  # the plan treats decoders one by one
             if plan.stats is None or self.check_invariants:
                 stats, adapters, new_blocks = self._check_and_measure(plan)
             else:
@@ -129,7 +137,14 @@ class Replica:
         return ReplicaView(
             limits=self.limits, running=self.running, waiting=self.waiting, kv_free_blocks=self.kv.free_blocks,
             kv_total_blocks=self.kv.total_blocks, gpu_adapters=self.store.gpu.keys(),
-            cpu_adapters=self.store.cpu.keys(), num_steps=self.num_steps)
+            cpu_adapters=self.store.cpu.keys(), num_steps=self.num_steps, decodes=self.decodes)
+
+    def _dissolve_decodes(self) -> None:
+        """Take every sequence out of the DecodeGroup (they all produced their last token when the last step ended)."""
+        g = self.decodes
+        for seq in g.members():
+            g.remove(seq)
+            seq.last_token_time_s = self._last_step_end_s
 
     def _prefetch(self, adapters: list[str]) -> None:
         protect = {s.adapter for s in self.running if s.adapter is not None} | set(adapters)
@@ -162,7 +177,10 @@ class Replica:
         new_blocks = 0
         num_admitted = 0
         bs = self.kv.block_size
-        for seq, n in plan.scheduled:
+        batch = plan.scheduled
+        if plan.bulk_decode:
+            batch = [(m, 1) for m in self.decodes.members()] + batch
+        for seq, n in batch:
             if id(seq) in seen or id(seq) in preempted:
                 raise PolicyError(f"scheduler {name!r} scheduled request {seq.request_id} twice or after preempting it")
             seen.add(id(seq))
@@ -191,7 +209,7 @@ class Replica:
         if new_blocks > self.kv.free_blocks + freed:
             raise PolicyError(f"scheduler {name!r} needs {new_blocks} KV blocks, {self.kv.free_blocks + freed} free")
         if plan.stats is not None and (plan.stats != stats or plan.num_new_blocks != new_blocks
-                                       or plan.adapter_order != list(adapters)):
+                                       or set(plan.adapter_order) != set(adapters)):
             raise PolicyError(f"scheduler {name!r} returned a plan whose summary does not match its batch "
                               f"({plan.stats} vs {stats}); do not edit plan.scheduled after building it")
         return stats, list(adapters), new_blocks
@@ -257,10 +275,27 @@ class Replica:
                 seq.num_blocks = 0
                 finished = True
                 rec.on_complete(seq, now)
+        g = self.decodes
+        finishing = g.finishing() if plan.bulk_decode else []
+        num_bulk_itl += g.num  # every member decoded one token; each had its last one when the previous step ended
+        g.advance(load_wait_s)
+        for seq in finishing:
+            g.remove(seq)
+            seq.last_token_time_s = now
+            seq.status = SeqStatus.FINISHED
+            seq.finish_time_s = now
+            self.kv.free(seq.num_blocks)
+            seq.num_blocks = 0
+            finished = True
+            rec.on_complete(seq, now)
         if finished:
             self.running = [s for s in self.running if s.status is SeqStatus.RUNNING]
+        # sequences that now decode one token per step join the group
+        joiners = self.running if not plan.bulk_decode else (s for s, _ in plan.scheduled)
+        for seq in joiners:
+            if seq._since < 0 and seq.status is SeqStatus.RUNNING and seq.is_decode:
+                g.add(seq)
         if num_bulk_itl:
             rec.on_itl(now - prev_end, num_bulk_itl)
         self._last_step_end_s = now
-        self.num_steps += 1
         rec.on_step_end(self, start_s, now, load_wait_s, stats, num_loads, len(plan.preempted))

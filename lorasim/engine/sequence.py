@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from lorasim.workload.request import Request
+
+if TYPE_CHECKING:
+    from lorasim.engine.decodes import DecodeGroup
 
 
 class SeqStatus(enum.IntEnum):
@@ -29,9 +33,11 @@ class Seq:
     adapter: str | None
     num_prompt_tokens: int
     max_output_tokens: int
-    num_computed_tokens: int = 0
-    num_output_tokens: int = 0
-    num_blocks: int = 0
+    _c: int = 0  # computed tokens (at step `_since` when in a DecodeGroup)
+    _g: int = 0  # output tokens generated (likewise)
+    _nb: int = 0  # KV blocks held (outside a DecodeGroup)
+    _since: int = -1  # step index at which the sequence joined its replica's DecodeGroup; -1: not in one
+    _group: "DecodeGroup | None" = None
     status: SeqStatus = SeqStatus.WAITING
     num_preemptions: int = 0
     adapter_stall_s: float = 0.0  # time this request's steps spent waiting for adapter loads
@@ -42,6 +48,42 @@ class Seq:
     finish_time_s: float = float("nan")
     abort_reason: str = ""
     extra: dict = field(default_factory=dict)  # policy-private annotations (e.g. virtual counters)
+
+    # Token counters. A sequence in steady decode lives in its replica's DecodeGroup, which advances every member by
+    # one token per step without touching it; its counters are then derived from the group's step clock.
+    @property
+    def num_computed_tokens(self) -> int:
+        if self._since < 0:
+            return self._c
+        return self._c + self._group.step - self._since
+
+    @num_computed_tokens.setter
+    def num_computed_tokens(self, v: int) -> None:
+        assert self._since < 0, "a sequence in a DecodeGroup is advanced by the group"
+        self._c = v
+
+    @property
+    def num_output_tokens(self) -> int:
+        if self._since < 0:
+            return self._g
+        return self._g + self._group.step - self._since
+
+    @num_output_tokens.setter
+    def num_output_tokens(self, v: int) -> None:
+        assert self._since < 0, "a sequence in a DecodeGroup is advanced by the group"
+        self._g = v
+
+    @property
+    def num_blocks(self) -> int:
+        """KV blocks held."""
+        if self._since < 0:
+            return self._nb
+        return -(-self.num_computed_tokens // self._group.block_size)
+
+    @num_blocks.setter
+    def num_blocks(self, v: int) -> None:
+        assert self._since < 0, "a sequence in a DecodeGroup is advanced by the group"
+        self._nb = v
 
     @property
     def request_id(self) -> int:

@@ -16,6 +16,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from lorasim.engine.decodes import DecodeGroup
 from lorasim.engine.sequence import Seq
 from lorasim.perf.base import BatchStats
 from lorasim.policies.registry import Registry
@@ -60,6 +61,8 @@ class ReplicaView:
         gpu_adapters: adapters resident (or being loaded) in GPU slots (a live, read-only view).
         cpu_adapters: adapters in the CPU cache (a live, read-only view).
         num_steps: engine steps completed so far.
+        decodes: the running sequences in steady decode, in aggregate (None in hand-built views); members are the
+            first ``decodes.num`` entries of ``running`` when no prefill precedes a decode.
     """
 
     limits: SchedulerLimits
@@ -70,6 +73,7 @@ class ReplicaView:
     gpu_adapters: Collection[str]
     cpu_adapters: Collection[str]
     num_steps: int = 0
+    decodes: DecodeGroup | None = None
 
     def blocks_needed(self, seq: Seq, num_new_tokens: int) -> int:
         """Additional KV blocks ``seq`` needs to compute ``num_new_tokens`` more tokens."""
@@ -89,6 +93,8 @@ class StepPlan:
         num_new_blocks: KV blocks the step allocates (after its preemptions freed theirs), filled by
             :class:`PlanBuilder`.
         adapter_order: the step's distinct adapters in order of first appearance, filled by :class:`PlanBuilder`.
+        bulk_decode: every member of the replica's :class:`~lorasim.engine.decodes.DecodeGroup` decodes one token
+            in this step without being listed in ``scheduled`` (set only by :class:`PlanBuilder`).
     """
 
     scheduled: list[tuple[Seq, int]] = field(default_factory=list)
@@ -96,10 +102,11 @@ class StepPlan:
     stats: BatchStats | None = None
     num_new_blocks: int | None = None
     adapter_order: list[str] | None = None
+    bulk_decode: bool = False
 
     @property
     def is_empty(self) -> bool:
-        return not self.scheduled and not self.preempted
+        return not self.scheduled and not self.preempted and not self.bulk_decode
 
     @property
     def adapters(self) -> set[str]:
@@ -183,6 +190,8 @@ class PlanBuilder:
         allocated, the last running sequence is preempted (recompute) until they can; if the sequence itself is
         the victim, the scan stops.
         """
+        if self.view.decodes is not None and self.view.decodes.num and self._schedule_decodes_in_bulk():
+            return
         i = 0
         running = self._running
         bs = self.block_size
@@ -206,6 +215,52 @@ class PlanBuilder:
                     break
             self._add(seq, n, need if need > 0 else 0)
             i += 1
+
+    def _schedule_decodes_in_bulk(self) -> bool:
+        """The same decision as the loop below, in O(prefilling sequences): when the steady decoders come first in
+        the running order, all fit the token budget and their KV blocks, and the sequences after them need no
+        preemption, every decoder gets one token (``plan.bulk_decode``) and the rest are scheduled one by one.
+
+        Returns:
+            False (nothing changed) when the per-sequence loop must decide.
+        """
+        g = self.view.decodes
+        running = self._running
+        tail = running[g.num:]
+        due = g.blocks_due()
+        if g.num > self.token_budget or due > self.free_blocks or any(s._since >= 0 for s in tail):
+            return False
+        budget, free, bs = self.token_budget - g.num, self.free_blocks - due, self.block_size
+        tail_plan = []
+        for seq in tail:
+            if budget <= 0:
+                break
+            c = seq.num_computed_tokens
+            pending = seq.num_prompt_tokens + seq.num_output_tokens - c
+            n = pending if pending < budget else budget
+            need = (c + n + bs - 1) // bs - seq.num_blocks
+            if need > free:
+                return False  # preemption: the per-sequence loop picks the victims
+            need = need if need > 0 else 0
+            tail_plan.append((seq, n, need))
+            budget -= n
+            free -= need
+        plan, st = self.plan, self.stats
+        plan.bulk_decode = True
+        self.token_budget -= g.num
+        self.free_blocks -= due
+        plan.num_new_blocks += due
+        st.num_decode_seqs += g.num
+        st.num_decode_context_tokens += g.ctx_sum + g.num
+        st.num_lora_tokens += g.num_lora
+        for a in g.adapters:
+            if a not in self.adapters:
+                self.adapters[a] = None
+                plan.adapter_order.append(a)
+                st.num_distinct_adapters += 1
+        for seq, n, need in tail_plan:
+            self._add(seq, n, need)
+        return True
 
     def try_admit(self, seq: Seq) -> Admit:
         """Try to admit a waiting sequence under every limit; on ``OK`` it joins the plan."""
