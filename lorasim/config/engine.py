@@ -4,50 +4,50 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from lorasim._model import MAX_ADAPTERS, MAX_TIME_S, MAX_TOKENS, InputModel
 
 # vLLM ``LoRAConfig``: max_lora_rank must be one of these (vllm/config/lora.py).
 VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
-class LinkConfig(BaseModel):
+class LinkConfig(InputModel):
     """One transfer link. Unset fields take the model profile's fitted values."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    overhead_s: float | None = Field(default=None, ge=0)
+    overhead_s: float | None = Field(default=None, ge=0, le=MAX_TIME_S)
     """Fixed cost of one adapter load over this link, seconds."""
-    bandwidth_bytes_per_s: float | None = Field(default=None, gt=0)
+    bandwidth_bytes_per_s: float | None = Field(default=None, ge=1.0, allow_inf_nan=True)
     """Sustained bandwidth, bytes per second (``.inf`` makes size free, leaving only the overhead)."""
 
 
-class EngineConfig(BaseModel):
+class EngineConfig(InputModel):
     """One replica's engine settings (vLLM ``--max-loras`` etc.)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_loras: int = Field(default=1, ge=1)
+    max_loras: int = Field(default=1, ge=1, le=MAX_ADAPTERS)
     """GPU adapter slots = most distinct adapters in one step (vLLM default 1)."""
-    max_cpu_loras: int | None = Field(default=None, ge=1)
+    max_cpu_loras: int | None = Field(default=None, ge=1, le=MAX_ADAPTERS)
     """CPU adapter cache capacity; unset means equal to ``max_loras`` (vLLM). Must be >= ``max_loras``."""
     max_lora_rank: int = 16
     """Every GPU slot is padded to this rank; LoRA kernel cost and slot memory scale with it (vLLM default 16)."""
-    max_num_seqs: int = Field(default=256, ge=1)
+    max_num_seqs: int = Field(default=256, ge=1, le=1_000_000)
     """Most sequences in the running set."""
-    max_num_batched_tokens: int = Field(default=2048, ge=1)
+    max_num_batched_tokens: int = Field(default=2048, ge=1, le=MAX_TOKENS)
     """Token budget of one step."""
     enable_chunked_prefill: bool = True
     """Split prompts across steps to fit the token budget (vLLM V1 default)."""
     enable_lora: bool | None = None
     """LoRA kernels on; unset means on when the scenario defines adapters."""
-    block_size: int = Field(default=16, ge=1)
+    block_size: int = Field(default=16, ge=1, le=4096)
     """KV-cache block size in tokens."""
-    kv_cache_tokens: int | None = Field(default=None, ge=1)
+    kv_cache_tokens: int | None = Field(default=None, ge=1, le=10**12)
     """KV capacity in tokens; unset derives it from the profile: GPU memory x utilisation - weights and
     activations - LoRA slot memory (``max_loras`` x slot bytes at ``max_lora_rank``)."""
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
     """Fraction of GPU memory the engine may use (vLLM default 0.9); only used to derive the KV capacity."""
-    max_model_len: int | None = Field(default=None, ge=1)
+    max_model_len: int | None = Field(default=None, ge=1, le=2 * MAX_TOKENS)
     """Longest prompt + output accepted; longer requests are reported aborted. Unset: limited by the KV cache."""
     gpu_memory_for_adapters_bytes: int | None = Field(default=None, ge=1)
     """Optional budget for the GPU slots; ``max_loras`` slots of ``max_lora_rank`` must fit in it."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from lorasim._model import InputModel
 
 from lorasim.config.engine import EngineConfig
 from lorasim.config.policy import EvictionConfig, SchedulerConfig
@@ -13,29 +15,26 @@ from lorasim.perf.shapes import ModelShape
 from lorasim.workload.config import AdaptersConfig, WorkloadConfig
 
 
-class ProfileStepTime(BaseModel):
+class ProfileStepTime(InputModel):
     """Step time from the model profile's fitted coefficients."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["profile"] = "profile"
 
 
-class ConstantStepTime(BaseModel):
+class ConstantStepTime(InputModel):
     """Every step takes the same time (for hand-computed checks and analytic queueing tests)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["constant"]
-    step_time_s: float = Field(gt=0)
+    step_time_s: float = Field(ge=1e-9, le=3600.0)
     """Duration of every step, seconds."""
 
 
 StepTimeConfig = Annotated[Union[ProfileStepTime, ConstantStepTime], Field(discriminator="kind")]
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(InputModel):
     """The served model and its performance profile."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     profile: str = "llama-3.1-8b_h100-64gb"
     """Step-time/memory profile: a name shipped with lorasim (``lorasim profiles``) or a path to a profile JSON."""
@@ -45,10 +44,9 @@ class ModelConfig(BaseModel):
     """How step times are computed."""
 
 
-class OutputConfig(BaseModel):
+class OutputConfig(InputModel):
     """What a run writes (the CLI's ``--out`` overrides ``dir``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     dir: str | None = None
     """Output directory; unset: print the summary only."""
@@ -56,12 +54,11 @@ class OutputConfig(BaseModel):
     """Write ``steps.parquet`` (one row per engine step)."""
 
 
-class Scenario(BaseModel):
+class Scenario(InputModel):
     """A complete, validated simulation input. Build with :func:`lorasim.load_scenario`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
     """Root seed; every random stream derives from it by name."""
     model: ModelConfig = ModelConfig()
     workload: WorkloadConfig = WorkloadConfig()

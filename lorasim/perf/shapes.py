@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from lorasim._model import InputModel
 
 TargetModule = Literal["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 ALL_TARGET_MODULES: tuple[TargetModule, ...] = (
@@ -17,10 +19,9 @@ ALL_TARGET_MODULES: tuple[TargetModule, ...] = (
 )
 
 
-class ModelShape(BaseModel):
+class ModelShape(InputModel):
     """Decoder-only transformer shape (one replica holds the whole model unless tensor-parallel)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = "custom"
     """Model name, for reports."""

@@ -14,7 +14,9 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
+
+from lorasim._model import InputModel
 
 from lorasim.engine.decodes import DecodeGroup
 from lorasim.engine.sequence import Seq
@@ -22,10 +24,9 @@ from lorasim.perf.base import BatchStats
 from lorasim.policies.registry import Registry
 
 
-class NoParams(BaseModel):
+class NoParams(InputModel):
     """A policy without knobs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @dataclass(frozen=True, slots=True)

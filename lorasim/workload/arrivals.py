@@ -17,20 +17,22 @@ from collections.abc import Callable
 from typing import Annotated, Literal, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from lorasim._model import MAX_CV, MAX_RATE, MAX_TIME_S, MIN_RATE, InputModel
 
 from lorasim.errors import ConfigError
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+class _Model(InputModel):
+    """Base of this module's config models."""
 
 
 class PoissonArrivals(_Model):
     """Poisson process: independent exponential inter-arrival gaps (CV 1)."""
 
     kind: Literal["poisson"] = "poisson"
-    rate: float = Field(default=1.0, gt=0)
+    rate: float = Field(default=1.0, ge=MIN_RATE, le=MAX_RATE)
     """Mean arrival rate, requests per second."""
 
     def mean_rate(self) -> float:
@@ -45,9 +47,9 @@ class GammaArrivals(_Model):
     """Gamma renewal process (S-LoRA): gaps ~ Gamma(shape=1/cv^2, scale=cv^2/rate); cv=1 is Poisson, >1 bursty."""
 
     kind: Literal["gamma"] = "gamma"
-    rate: float = Field(default=1.0, gt=0)
+    rate: float = Field(default=1.0, ge=MIN_RATE, le=MAX_RATE)
     """Mean arrival rate, requests per second."""
-    cv: float = Field(default=1.0, gt=0)
+    cv: float = Field(default=1.0, gt=0, le=MAX_CV)
     """Coefficient of variation of the inter-arrival gaps (std / mean)."""
 
     def mean_rate(self) -> float:
@@ -62,7 +64,7 @@ class ConstantArrivals(_Model):
     """Deterministic arrivals every ``1/rate`` seconds (CV 0); the first one ``1/rate`` after ``start_s``."""
 
     kind: Literal["constant"] = "constant"
-    rate: float = Field(default=1.0, gt=0)
+    rate: float = Field(default=1.0, ge=MIN_RATE, le=MAX_RATE)
     """Arrival rate, requests per second."""
 
     def mean_rate(self) -> float:
@@ -86,9 +88,9 @@ class PerAdapterPoissonArrivals(_Model):
     """
 
     kind: Literal["per_adapter_poisson"] = "per_adapter_poisson"
-    rates: list[Annotated[float, Field(gt=0)]] | None = None
+    rates: list[Annotated[float, Field(ge=MIN_RATE, le=MAX_RATE)]] | None = None
     """Per-adapter rates in requests per second, cycled over the stream's adapters (in adapter order)."""
-    rate_by_adapter: dict[str, Annotated[float, Field(ge=0)]] | None = None
+    rate_by_adapter: dict[str, Annotated[float, Field(ge=0, le=MAX_RATE)]] | None = None
     """Explicit rate per adapter name (req/s); adapters of the stream not listed get rate 0 (no requests)."""
     assignment: Literal["shuffled", "cycled"] = "shuffled"
     """How ``rates`` map to adapters: ``cycled`` = ``rates[i % len]``; ``shuffled`` = cycled, then randomly permuted
@@ -127,7 +129,7 @@ class BurstArrivals(_Model):
     """All ``num_requests`` requests arrive at the instant ``at_s`` (the calibration runs' ``request_rate=inf``)."""
 
     kind: Literal["burst"] = "burst"
-    at_s: float = Field(default=0.0, ge=0)
+    at_s: float = Field(default=0.0, ge=0, le=MAX_TIME_S)
     """Arrival time of every request, seconds."""
 
 
@@ -135,7 +137,7 @@ class SingleArrival(_Model):
     """Exactly one request, arriving at ``at_s``."""
 
     kind: Literal["single"] = "single"
-    at_s: float = Field(default=0.0, ge=0)
+    at_s: float = Field(default=0.0, ge=0, le=MAX_TIME_S)
     """Arrival time of the request, seconds."""
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, Tag, model_validator
+
+from lorasim._model import MAX_ADAPTERS, MAX_REQUESTS, MAX_TIME_S, InputModel
 
 from lorasim.perf.shapes import ALL_TARGET_MODULES, TargetModule
 from lorasim.workload._union import kind_or
@@ -28,8 +30,8 @@ from lorasim.workload.popularity import PopularityConfig
 from lorasim.workload.traces import TraceFormat, ZeroTokens
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+class _Model(InputModel):
+    """Base of this module's config models."""
 
 
 AdapterRef = Union[str, Annotated[int, Field(ge=0)]]
@@ -44,11 +46,11 @@ class SyntheticStream(_Model):
     Give streams names if you reorder them and want unchanged draws."""
     arrivals: ArrivalsConfig = PoissonArrivals()
     """Arrival process (``kind``: poisson, gamma, constant, per_adapter_poisson, burst, single)."""
-    num_requests: int | None = Field(default=None, ge=1)
+    num_requests: int | None = Field(default=None, ge=1, le=MAX_REQUESTS)
     """Stop after this many requests (required for ``burst``)."""
-    duration_s: float | None = Field(default=None, gt=0)
+    duration_s: float | None = Field(default=None, gt=0, le=MAX_TIME_S)
     """Only arrivals in ``[start_s, start_s + duration_s)``, seconds."""
-    start_s: float = Field(default=0.0, ge=0)
+    start_s: float = Field(default=0.0, ge=0, le=MAX_TIME_S)
     """Time origin of the process, seconds (the first arrival comes one gap later)."""
     lengths: LengthsConfig = SeparateLengths()
     """Prompt/output lengths: ``{prompt: .., output: ..}`` or ``{kind: empirical, ..}``."""
@@ -90,15 +92,15 @@ class TraceStream(_Model):
     """Trace file: absolute, relative to the working directory, or relative to the data directory."""
     format: TraceFormat = "auto"
     """``auto`` (from the header / first record), ``azure``, ``mooncake``, ``csv`` or ``jsonl`` (generic)."""
-    window_start_s: float = Field(default=0.0, ge=0)
+    window_start_s: float = Field(default=0.0, ge=0, le=MAX_TIME_S)
     """Start of the replayed window, seconds of trace time (0 = the first request of Azure/Mooncake traces)."""
-    window_end_s: float | None = Field(default=None, gt=0)
+    window_end_s: float | None = Field(default=None, gt=0, le=MAX_TIME_S)
     """End of the window (exclusive), seconds of trace time; unset = the whole trace."""
-    rate_scale: float = Field(default=1.0, gt=0)
+    rate_scale: float = Field(default=1.0, ge=1e-6, le=1e6)
     """Speed-up factor: 2.0 replays at twice the rate (inter-arrival gaps halved)."""
-    max_requests: int | None = Field(default=None, ge=1)
+    max_requests: int | None = Field(default=None, ge=1, le=MAX_REQUESTS)
     """Keep only the first N requests of the (scaled) window."""
-    start_s: float = Field(default=0.0, ge=0)
+    start_s: float = Field(default=0.0, ge=0, le=MAX_TIME_S)
     """Simulation time at which the window starts, seconds."""
     zero_tokens: ZeroTokens = "error"
     """A 0 prompt/output length: ``error`` (default) or ``one`` (use 1; counted and reported as a warning)."""
@@ -159,7 +161,7 @@ class CycleRanks(_Model):
     """Adapter ``i`` gets ``values[i % len(values)]`` (how the real runs' ``--dummy-lora-modules`` pool maps)."""
 
     kind: Literal["cycle"] = "cycle"
-    values: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [16], min_length=1)
+    values: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [16], min_length=1)
     """Ranks, cycled over the adapters in order."""
 
 
@@ -167,7 +169,7 @@ class CountRanks(_Model):
     """Exact number of adapters per rank, in the order given (``{8: 86, 16: 42}``), optionally shuffled."""
 
     kind: Literal["counts"] = "counts"
-    counts: dict[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=0)]]
+    counts: dict[Annotated[int, Field(ge=1, le=4096)], Annotated[int, Field(ge=0, le=MAX_ADAPTERS)]]
     """rank -> number of adapters; must sum to ``count``."""
     shuffle: bool = False
     """Randomly permute the ranks over the adapters (the ``adapters`` RNG stream)."""
@@ -177,9 +179,9 @@ class ChoiceRanks(_Model):
     """Each adapter's rank is drawn independently from ``values`` (with ``weights``) from the ``adapters`` stream."""
 
     kind: Literal["choice"] = "choice"
-    values: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
+    values: list[Annotated[int, Field(ge=1, le=4096)]] = Field(min_length=1)
     """Candidate ranks."""
-    weights: list[Annotated[float, Field(ge=0)]] | None = None
+    weights: list[Annotated[float, Field(ge=0, le=1e12)]] | None = None
     """Relative probability of each value (unset = equal)."""
 
     @model_validator(mode="after")
@@ -210,7 +212,7 @@ class AdaptersConfig(_Model):
     ``{kind: cycle | counts | choice, ...}``. Sizes follow from the model shape (:meth:`ModelShape.adapter_size_bytes`).
     """
 
-    count: int = Field(default=16, ge=0)
+    count: int = Field(default=16, ge=0, le=MAX_ADAPTERS)
     """Number of adapters (0 = base model only). Defaults to ``len(names)`` when names are given."""
     names: list[Annotated[str, Field(min_length=1)]] | None = None
     """Explicit adapter names, one per adapter; unset = ``lora-0``, ``lora-1``, ..."""

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import BeforeValidator, Discriminator, Field, Tag, model_validator
+
+from lorasim._model import MAX_CV, MAX_TOKENS, InputModel
 
 from lorasim.errors import DataFileError
 from lorasim.paths import data_file
@@ -24,15 +26,15 @@ from lorasim.workload._tabular import numbers, read_csv_strings
 from lorasim.workload._union import kind_or
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+class _Model(InputModel):
+    """Base of this module's config models."""
 
 
 class FixedLength(_Model):
     """Every request has the same length."""
 
     kind: Literal["fixed"] = "fixed"
-    value: int = Field(ge=1)
+    value: int = Field(ge=1, le=MAX_TOKENS)
     """Length in tokens."""
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
@@ -43,9 +45,9 @@ class UniformLength(_Model):
     """Integer length uniform in ``[low, high)`` (S-LoRA uses [8, 512))."""
 
     kind: Literal["uniform"] = "uniform"
-    low: int = Field(default=8, ge=1)
+    low: int = Field(default=8, ge=1, le=MAX_TOKENS)
     """Smallest length, tokens (inclusive)."""
-    high: int = Field(default=512, ge=2)
+    high: int = Field(default=512, ge=2, le=MAX_TOKENS)
     """Upper bound, tokens (exclusive)."""
 
     @model_validator(mode="after")
@@ -67,11 +69,11 @@ class LognormalLength(_Model):
     """
 
     kind: Literal["lognormal"] = "lognormal"
-    mean: float = Field(gt=0)
+    mean: float = Field(gt=0, le=MAX_TOKENS)
     """Mean length, tokens."""
-    cv: float = Field(default=1.0, gt=0)
+    cv: float = Field(default=1.0, gt=0, le=MAX_CV)
     """Coefficient of variation (std / mean)."""
-    max: int | None = Field(default=None, ge=1)
+    max: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     """Optional cap, tokens: longer draws are set to ``max``."""
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:

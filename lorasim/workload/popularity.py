@@ -15,13 +15,15 @@ from __future__ import annotations
 from typing import Annotated, Literal, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from lorasim._model import InputModel
 
 from lorasim.errors import ConfigError
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+class _Model(InputModel):
+    """Base of this module's config models."""
 
 
 class _Popularity(_Model):
@@ -50,7 +52,7 @@ class ZipfPopularity(_Popularity):
     """Zipf law over the stream's adapters in order: ``P(k-th adapter) ∝ 1 / k^s`` (s = 0 is uniform)."""
 
     kind: Literal["zipf"] = "zipf"
-    s: float = Field(default=1.0, ge=0.0)
+    s: float = Field(default=1.0, ge=0.0, le=100.0)
     """Zipf exponent; larger is more skewed towards the first adapter."""
 
     def probabilities(self, names: list[str], where: str) -> np.ndarray:
@@ -65,7 +67,7 @@ class PowerLawPopularity(_Popularity):
     """
 
     kind: Literal["power_law"] = "power_law"
-    alpha: float = Field(default=1.0, gt=0.0)
+    alpha: float = Field(default=1.0, gt=0.0, le=100.0)
     """Power-law exponent; 1 = uniform, smaller = more skewed (S-LoRA sweeps 0.1 to 1)."""
 
     def probabilities(self, names: list[str], where: str) -> np.ndarray:
@@ -81,7 +83,7 @@ class WeightsPopularity(_Popularity):
     """
 
     kind: Literal["weights"] = "weights"
-    weights: list[Annotated[float, Field(ge=0)]] | dict[str, Annotated[float, Field(ge=0)]]
+    weights: list[Annotated[float, Field(ge=0, le=1e12)]] | dict[str, Annotated[float, Field(ge=0, le=1e12)]]
     """Non-negative relative weights (normalised); at least one must be positive."""
 
     @model_validator(mode="after")

@@ -70,7 +70,7 @@ BAD = [
     ("seed: -1\n", "seed: Input should be greater than or equal to 0"),
     ("engine:\n  max_loras: many\n", "engine.max_loras: Input should be a valid integer"),
     ("workload:\n  arrivals: {kind: poisson, rate: -2}\n  num_requests: 3\n",
-     "scn.yaml:2: workload.arrivals.rate: Input should be greater than 0"),
+     "scn.yaml:2: workload.arrivals.rate: Input should be greater than or equal to 0.000000001"),
     ("scheduler: {name: nope}\n", "unknown scheduler policy 'nope'; valid names: affinity"),
     ("scheduler: {name: vllm, knob: 3}\n", "vllm parameter 'knob'"),
     ("eviction: {name: mru}\n", "unknown eviction policy 'mru'"),

@@ -70,7 +70,7 @@ def test_single_stream_shorthand_equals_streams_list():
         ({"arrivals": {"kind": "per_adapter_poisson", "rates": [1.0]}, "duration_s": 1,
           "popularity": {"kind": "zipf"}}, "leave popularity unset"),
         ({"arrivals": {"kind": "per_adapter_poisson"}, "duration_s": 1}, "exactly one of"),
-        ({"arrivals": {"kind": "poisson", "rate": 0}, "num_requests": 1}, "greater than 0"),
+        ({"arrivals": {"kind": "poisson", "rate": 0}, "num_requests": 1}, "greater than or equal to 0.000000001"),
         ({"arrivals": {"kind": "gamma", "rate": 1, "cv": -1}, "num_requests": 1}, "greater than 0"),
         ({"num_requests": 1, "lengths": {"prompt": {"kind": "uniform", "low": 9, "high": 9}}}, "must be > low"),
         ({"num_requests": 1, "lengths": {"prompt": 0}}, "greater than or equal to 1"),
