@@ -40,6 +40,20 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def prepare_out_dir(out_dir: Path) -> None:
+    """Create the output directory before the run, so that a bad ``--out`` fails at once, not after it.
+
+    Raises:
+        LorasimError: the path is an existing file or cannot be created.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LorasimError(f"--out {out_dir}: exists and is not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LorasimError(f"--out {out_dir}: cannot create the directory ({exc.strerror or exc})") from None
+
+
 def print_summary(summary: dict, title: str) -> None:
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("group")
@@ -69,16 +83,21 @@ def run(
 
     sc = load_scenario(scenario, overrides=set_, seed=seed)
     out_dir = out if out is not None else (Path(sc.output.dir) if sc.output.dir else None)
+    if out_dir is not None:
+        prepare_out_dir(out_dir)
     if not as_json:
         console.print(f"[bold]lorasim[/] {scenario if scenario else 'embedded default scenario'}: "
                       f"scheduler={sc.scheduler.name}, max_loras={sc.engine.max_loras}, "
                       f"max_cpu_loras={sc.engine.cpu_loras}, seed={sc.seed}")
     res = simulate(sc, data_dir=data_dir)
     if out_dir is not None:
-        res.write(out_dir)
+        try:
+            res.write(out_dir)
+        except OSError as exc:
+            raise LorasimError(f"{out_dir}: cannot write the results ({exc.strerror or exc})") from None
     if as_json:
-        print(json.dumps({k: (None if isinstance(v, float) and math.isnan(v) else v)
-                          for k, v in res.summary.items()}, indent=2))
+        print(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                          for k, v in res.summary.items()}, indent=2, allow_nan=False))
         return
     print_summary(res.summary, title=f"summary ({res.wall_time_s:.2f} s wall, {res.summary['num_steps']:,} steps)")
     if out_dir is not None:
@@ -122,20 +141,38 @@ def profiles() -> None:
 def show(
     scenario: Optional[Path] = typer.Argument(None, help="Scenario YAML; omitted: the embedded default."),
     set_: list[str] = typer.Option([], "--set", help="Override a leaf by dotted path."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory for traces and length tables."),
 ) -> None:
-    """Validate a scenario and print it with every default filled in."""
+    """Validate a scenario (schema, profile, adapter tiers, data files) and print it with every default filled in."""
     from lorasim.config import load_scenario, scenario_to_yaml
+    from lorasim.engine.simulation import Simulation
 
-    print(scenario_to_yaml(load_scenario(scenario, overrides=set_)), end="")
+    sc = load_scenario(scenario, overrides=set_)
+    Simulation(sc, data_dir=data_dir)  # builds everything a run needs, without running
+    print(scenario_to_yaml(sc), end="")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line on stderr and exit status 2."""
+    """Entry point: user errors (bad scenario, data or command line) become one line on stderr and exit status 2."""
     try:
-        app(args=argv, standalone_mode=True)
+        rc = app(args=argv, standalone_mode=False)
     except LorasimError as exc:
         print(f"lorasim: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except typer.Abort:
+        print("lorasim: aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise  # a bug in lorasim: keep the traceback
+        # a command-line usage error (click's ClickException protocol, as typer raises it)
+        if not exc.format_message().strip():
+            sys.exit(0)  # `lorasim` alone: the help was printed
+        ctx = getattr(exc, "ctx", None)
+        hint = f"lorasim {ctx.info_name} --help" if ctx is not None and ctx.parent is not None else "lorasim --help"
+        print(f"lorasim: error: {exc.format_message()} (see {hint})", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,24 @@ def _key_lines(text: str) -> dict[tuple, int]:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key repeated in one mapping (YAML would silently keep the last)."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key]})", key_node.start_mark)
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
 def _parse_value(raw: str) -> Any:
     try:
         return yaml.safe_load(raw)
@@ -53,9 +71,9 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key.path=value")
         key, _, raw = item.partition("=")
-        parts = [p for p in key.strip().split(".") if p]
-        if not parts:
-            raise ConfigError(f"--set {item!r}: empty key path")
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"--set {item!r}: empty key in the path")
         node = data
         for i, p in enumerate(parts[:-1]):
             nxt = node.get(p)
@@ -150,20 +168,23 @@ def load_scenario(source: str | Path | Mapping | None = None, overrides: Sequenc
         path = Path(source)
         name = str(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError(f"{path}: scenario file not found") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start})") from None
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read scenario ({exc.strerror})") from None
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_UniqueKeyLoader)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise ConfigError(f"{where}: invalid YAML: {problem}") from None
         if data is None:
-            data = {}
+            raise ConfigError(f"{path}: the scenario is empty (run `lorasim run` without a scenario for the "
+                              f"embedded default, or start from `lorasim show`)")
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a scenario must be a mapping of sections, got {type(data).__name__}")
     data = apply_overrides(data, overrides)
@@ -172,7 +193,7 @@ def load_scenario(source: str | Path | Mapping | None = None, overrides: Sequenc
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        keys = [o.partition("=")[0].strip() for o in overrides]
+        keys = [o.partition("=")[0].strip() for o in overrides] + (["seed"] if seed is not None else [])
         raise ConfigError(format_validation_error(exc, data, name, _key_lines(text) if text else {}, keys)) from None
 
 

@@ -51,12 +51,19 @@ def requests_frame(seqs, replica_of) -> pd.DataFrame:
     return df
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write) -> None:
     """Write through a temporary file in the same directory, then rename (no half-written files)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -124,6 +131,8 @@ class Results:
         put("requests.parquet", lambda t: self.requests.to_parquet(t, index=False))
         if getattr(self.scenario.output, "steps", True):
             put("steps.parquet", lambda t: self.steps.to_parquet(t, index=False))
+        elif (out / "steps.parquet").exists():
+            (out / "steps.parquet").unlink()  # from an earlier run: it would not match this one
         put("adapter_events.parquet", lambda t: self.adapter_events.to_parquet(t, index=False))
         put("scenario.resolved.yaml", lambda t: Path(t).write_text(scenario_to_yaml(self.scenario)))
         summary = {k: _json_safe(v) for k, v in self.summary.items()}

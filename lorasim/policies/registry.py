@@ -8,6 +8,8 @@ class (the escape hatch of vLLM's ``scheduler_cls``); it must subclass the regis
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Callable, Generic, TypeVar
 
 from lorasim.errors import PolicyError
@@ -64,12 +66,32 @@ class Registry(Generic[T]):
             return self._entries[name]
         if ":" in name:
             module_name, _, qualname = name.partition(":")
+            if not module_name or not qualname:
+                raise PolicyError(f"{self.kind} policy {name!r}: expected 'module:Class'")
+            cwd = os.getcwd()  # like `python -m`: a module in the working directory is importable
+            added = cwd not in sys.path
+            if added:
+                sys.path.insert(0, cwd)
             try:
                 obj = importlib.import_module(module_name)
                 for part in qualname.split("."):
                     obj = getattr(obj, part)
             except (ImportError, AttributeError) as exc:
                 raise PolicyError(f"cannot load {self.kind} policy {name!r}: {exc}") from None
+            except Exception as exc:  # the user's module failed while importing
+                where = ""
+                tb = exc.__traceback__
+                while tb is not None:
+                    if tb.tb_frame.f_code.co_filename.endswith(".py"):
+                        where = f" ({tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})"
+                    tb = tb.tb_next
+                if isinstance(exc, SyntaxError):
+                    where = f" ({exc.filename}:{exc.lineno})"
+                raise PolicyError(f"cannot load {self.kind} policy {name!r}: importing {module_name} raised "
+                                  f"{type(exc).__name__}: {exc}{where}") from None
+            finally:
+                if added:
+                    sys.path.remove(cwd)
             if not (isinstance(obj, type) and issubclass(obj, self.base)):
                 raise PolicyError(f"{self.kind} policy {name!r} is not a subclass of {self.base.__qualname__}")
             return obj

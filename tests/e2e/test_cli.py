@@ -78,6 +78,16 @@ BAD = [
     ("engine: {max_lora_rank: 12}\n", "max_lora_rank 12 is not one vLLM supports"),
     ("- 1\n- 2\n", "a scenario must be a mapping"),
     ("bogus: 1\n", "bogus: unknown key 'bogus'"),
+    ("engine: {max_loras: 2}\nengine: {max_loras: 3}\n", "scn.yaml:2:1: invalid YAML: duplicate key 'engine'"),
+    ("", "scn.yaml: the scenario is empty"),
+    ("# only a comment\n", "scn.yaml: the scenario is empty"),
+    ("model: {step_time: {kind: constant, step_time_s: .inf}}\n", "step_time.step_time_s: Input should be a finite"),
+    ("engine: {cpu_to_gpu: {overhead_s: .nan}}\n", "engine.cpu_to_gpu.overhead_s: Input should be a finite"),
+    ("workload: {lengths: {prompt: 100000000000000000000}, num_requests: 5}\n", "less than or equal to 10000000"),
+    ("workload: {num_requests: 100000000000000}\n", "workload.num_requests: Input should be less than or equal"),
+    ("adapters: {count: 100000000000}\n", "adapters.count: Input should be less than or equal to 1000000"),
+    ("workload: {arrivals: {kind: gamma, rate: 1, cv: 1.0e+200}, num_requests: 5}\n", "cv: Input should be less"),
+    ("scheduler: {name: 'no_such_module_xyz:Cls'}\n", "cannot load scheduler policy 'no_such_module_xyz:Cls'"),
 ]
 
 
@@ -127,3 +137,37 @@ def test_help_mentions_commands():
     assert p.returncode == 0
     for cmd in ("run", "policies", "profiles", "show"):
         assert cmd in p.stdout
+
+
+def test_non_utf8_scenario(tmp_path, capsys):
+    p = tmp_path / "x.yaml"
+    p.write_bytes(b"\xff\xfe engine: 1")
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(p)])
+    assert e.value.code == 2 and "not a UTF-8 text file" in capsys.readouterr().err
+
+
+def test_user_module_failing_on_import(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("brokenpolicy.py").write_text("raise RuntimeError('boom')\n")
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--set", "scheduler.name=brokenpolicy:X"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "\n" not in err
+    assert "importing brokenpolicy raised RuntimeError: boom" in err and "brokenpolicy.py:1" in err
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["run", "--seed", "abc"], "Invalid value for '--seed'"),
+    (["run", "--bogus"], "No such option: --bogus"),
+    (["nosuchcmd"], "No such command 'nosuchcmd'"),
+    (["run", "--out", "README.md", "--set", "workload.num_requests=5"], "--out README.md: exists and is not a directory"),
+])
+def test_command_line_mistakes_are_one_line(monkeypatch, capsys, args, expected):
+    from tests.conftest import REPO
+
+    monkeypatch.chdir(REPO)
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "\n" not in err and expected in err, err
