@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -145,7 +146,8 @@ def load_scenario(source: str | Path | Mapping | None = None, overrides: Sequenc
     """Load and validate a scenario.
 
     Args:
-        source: a YAML file path, an already-parsed mapping, or None for the embedded default scenario.
+        source: a YAML file path, an already-parsed mapping, a :class:`Scenario` (to derive a what-if from it,
+            re-validated), or None for the embedded default scenario.
         overrides: ``key.path=value`` strings applied before validation (the CLI's ``--set``).
         seed: replaces ``seed`` when given.
 
@@ -162,8 +164,10 @@ def load_scenario(source: str | Path | Mapping | None = None, overrides: Sequenc
         from lorasim.scenarios import default_scenario_path
 
         source = default_scenario_path()
-    if isinstance(source, Mapping):
-        data = dict(source)
+    if isinstance(source, Scenario):
+        data = source.model_dump(mode="json")
+    elif isinstance(source, Mapping):
+        data = copy.deepcopy(dict(source))
     else:
         path = Path(source)
         name = str(path)

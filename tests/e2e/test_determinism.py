@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 import lorasim
 
@@ -40,3 +41,12 @@ def test_identical_across_processes(tmp_path):
                                   pd.read_parquet(outs[1] / "requests.parquet"))
     pd.testing.assert_frame_equal(pd.read_parquet(outs[0] / "steps.parquet"),
                                   pd.read_parquet(outs[1] / "steps.parquet"))
+
+
+def test_what_if_from_a_scenario_is_revalidated():
+    base = lorasim.load_scenario(None)
+    w = lorasim.load_scenario(base, overrides=["engine.max_cpu_loras=128"], seed=7)
+    assert (w.seed, w.engine.max_cpu_loras, w.engine.max_loras) == (7, 128, base.engine.max_loras)
+    assert base.engine.max_cpu_loras == 64  # the original is untouched
+    with pytest.raises(lorasim.ConfigError, match=r"max_cpu_loras \(2\) must be >= max_loras \(16\)"):
+        lorasim.load_scenario(base, overrides=["engine.max_cpu_loras=2"])
