@@ -18,11 +18,22 @@ class AffinityScheduler(Scheduler):
     rule = "resident-adapter requests first (queue order), then the rest with vLLM's skip rule; can starve"
 
     def admit_waiting(self, view: ReplicaView, b: PlanBuilder, now_s: float) -> None:
-        gpu = view.gpu_adapters
-        hot = [s for s in view.waiting if s.adapter is None or s.adapter in gpu or s.adapter in b.adapters]
-        cold = [s for s in view.waiting if not (s.adapter is None or s.adapter in gpu or s.adapter in b.adapters)]
-        for seq in hot + cold:
+        gpu, step = view.gpu_adapters, b.adapters
+        hot: list = []
+        cold: list = []
+        for seq in view.waiting:
+            a = seq.adapter
+            (hot if a is None or a in gpu or a in step else cold).append(seq)
+        for seq in hot:
             r = b.try_admit(seq)
-            if r is Admit.OK or r is Admit.ADAPTER_CAP:
-                continue
-            break
+            if r is not Admit.OK and r is not Admit.ADAPTER_CAP:
+                return
+        full = b.adapters_full
+        for seq in cold:
+            if full and seq.adapter not in step:
+                continue  # skip: the fast path of try_admit's ADAPTER_CAP
+            r = b.try_admit(seq)
+            if r is Admit.OK:
+                full = b.adapters_full
+            elif r is not Admit.ADAPTER_CAP:
+                break

@@ -18,8 +18,12 @@ class FcfsGroupedScheduler(Scheduler):
     rule = "FCFS over adapter groups: admit every waiting request of the oldest adapter, then the next, while the set fits"
 
     def admit_waiting(self, view: ReplicaView, b: PlanBuilder, now_s: float) -> None:
+        step = b.adapters
+        waiting = view.waiting
+        if b.adapters_full:  # only groups already in the step (and the base model) can be admitted
+            waiting = [s for s in waiting if s.adapter is None or s.adapter in step]
         groups: dict[str | None, list] = {}  # adapter -> waiting seqs in queue order
-        for seq in view.waiting:
+        for seq in waiting:
             groups.setdefault(seq.adapter, []).append(seq)
         order = sorted(groups, key=lambda a: (0 if (a is None or a in b.adapters) else 1))  # stable: queue order
         for adapter in order:

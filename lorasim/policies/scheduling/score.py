@@ -19,12 +19,21 @@ class ScoreScheduler(Scheduler):
 
     def admit_waiting(self, view: ReplicaView, b: PlanBuilder, now_s: float) -> None:
         running = {s.adapter for s in view.running if s.adapter is not None}
-        order = sorted(
-            enumerate(view.waiting),
-            key=lambda t: (0.0 if t[1].adapter is None or t[1].adapter in running else t[1].arrival_time_s, t[0]),
-        )
-        self._blocked: list[str] = []
-        for _, seq in order:
+        hot: list = []  # score 0, kept in queue order
+        cold: list = []
+        for seq in view.waiting:
+            (hot if seq.adapter is None or seq.adapter in running else cold).append(seq)
+        self._cold, self._blocked = cold, None
+        for seq in hot:
+            r = b.try_admit(seq)
+            if r is not Admit.OK and r is not Admit.ADAPTER_CAP:
+                return
+        if b.adapters_full:
+            return  # a full step admits no cold request: none of their adapters is in it
+        cold.sort(key=lambda s: s.arrival_time_s)  # stable: queue order breaks ties
+        self._cold = cold
+        self._blocked = []
+        for seq in cold:
             r = b.try_admit(seq)
             if r is Admit.OK:
                 continue
@@ -35,6 +44,9 @@ class ScoreScheduler(Scheduler):
             break
 
     def prefetch_order(self, view: ReplicaView) -> list[str]:
-        blocked = getattr(self, "_blocked", [])
+        blocked = getattr(self, "_blocked", None)
+        if blocked is None:  # the step was full before the cold requests: all of them are blocked
+            cold = sorted(getattr(self, "_cold", []), key=lambda s: s.arrival_time_s)
+            blocked = list(dict.fromkeys(s.adapter for s in cold))
         rest = [a for a in super().prefetch_order(view) if a not in blocked]
         return (blocked + rest)[: view.limits.max_loras]
