@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 
 import simpy
 
@@ -47,6 +48,9 @@ class Replica:
         self.overlapped_loads = overlapped_loads
         self.check_invariants = check_invariants
         self.waiting: list[Seq] = []
+        self.waiting_by_adapter: dict[str | None, deque[Seq]] = {}  # adapter -> its waiting seqs in queue order
+        self._tail_qpos = 0  # next queue position at the tail (arrivals)
+        self._head_qpos = -1  # next queue position at the head (preempted requests)
         self.running: list[Seq] = []
         self.decodes = DecodeGroup(kv.block_size)  # steady decoders, advanced in aggregate
         self.arrivals_done = False
@@ -68,7 +72,10 @@ class Replica:
             seq.finish_time_s = self.env.now
             self.recorder.on_abort(seq, self.env.now)
             return
+        seq._qpos = self._tail_qpos
+        self._tail_qpos += 1
         self.waiting.append(seq)
+        self.waiting_by_adapter.setdefault(seq.adapter, deque()).append(seq)
         self.recorder.on_arrival(seq, self.env.now)
         if self.overlapped_loads:
             self._prefetch(self.scheduler.prefetch_order(self._view()))
@@ -135,7 +142,8 @@ class Replica:
 
     def _view(self) -> ReplicaView:
         return ReplicaView(
-            limits=self.limits, running=self.running, waiting=self.waiting, kv_free_blocks=self.kv.free_blocks,
+            limits=self.limits, running=self.running, waiting=self.waiting,
+            waiting_by_adapter=self.waiting_by_adapter, kv_free_blocks=self.kv.free_blocks,
             kv_total_blocks=self.kv.total_blocks, gpu_adapters=self.store.gpu.keys(),
             cpu_adapters=self.store.cpu.keys(), num_steps=self.num_steps, decodes=self.decodes)
 
@@ -225,7 +233,10 @@ class Replica:
             s.num_computed_tokens = 0
             s.num_preemptions += 1
             s.status = SeqStatus.WAITING
+            s._qpos = self._head_qpos
+            self._head_qpos -= 1
             self.waiting.insert(0, s)
+            self.waiting_by_adapter.setdefault(s.adapter, deque()).appendleft(s)
             self.recorder.on_preempt(s, self.env.now)
 
     def _admit(self, plan: StepPlan, now_s: float, new_blocks: int) -> None:
@@ -233,6 +244,14 @@ class Replica:
         if admitted:
             ids = {id(s) for s in admitted}
             self.waiting = [s for s in self.waiting if id(s) not in ids]
+            for s in admitted:
+                q = self.waiting_by_adapter[s.adapter]
+                if q[0] is s:
+                    q.popleft()
+                else:
+                    q.remove(s)
+                if not q:
+                    del self.waiting_by_adapter[s.adapter]
             for s in admitted:
                 s.status = SeqStatus.RUNNING
                 if math.isnan(s.first_scheduled_time_s):

@@ -38,6 +38,7 @@ class Seq:
     _nb: int = 0  # KV blocks held (outside a DecodeGroup)
     _since: int = -1  # step index at which the sequence joined its replica's DecodeGroup; -1: not in one
     _group: "DecodeGroup | None" = None
+    _qpos: int = 0  # position key in the waiting queue: queue order is ascending _qpos
     status: SeqStatus = SeqStatus.WAITING
     num_preemptions: int = 0
     adapter_stall_s: float = 0.0  # time this request's steps spent waiting for adapter loads

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -62,6 +62,8 @@ class ReplicaView:
         gpu_adapters: adapters resident (or being loaded) in GPU slots (a live, read-only view).
         cpu_adapters: adapters in the CPU cache (a live, read-only view).
         num_steps: engine steps completed so far.
+        waiting_by_adapter: the waiting queue split by adapter (``None``: base model), each in queue order (ascending
+            ``Seq._qpos``); None in hand-built views.
         decodes: the running sequences in steady decode, in aggregate (None in hand-built views); members are the
             first ``decodes.num`` entries of ``running`` when no prefill precedes a decode.
     """
@@ -75,6 +77,7 @@ class ReplicaView:
     cpu_adapters: Collection[str]
     num_steps: int = 0
     decodes: DecodeGroup | None = None
+    waiting_by_adapter: Mapping[str | None, Sequence[Seq]] | None = None
 
     def blocks_needed(self, seq: Seq, num_new_tokens: int) -> int:
         """Additional KV blocks ``seq`` needs to compute ``num_new_tokens`` more tokens."""

@@ -1,5 +1,6 @@
-"""The DecodeGroup fast path must decide exactly what the per-sequence vLLM loop decides: runs with the fast path
-disabled give identical request and step tables."""
+"""The engine's fast paths must decide exactly what the plain vLLM loops decide: runs with a fast path disabled give
+identical request and step tables. Fast paths: the DecodeGroup (steady decoders in bulk) and the waiting queue
+indexed by adapter (a full step visits only eligible requests)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pandas as pd
 import pytest
 
 import lorasim
+from lorasim.engine.replica import Replica
 from lorasim.policies.base import PlanBuilder
 
 CONFIGS = [
@@ -17,14 +19,27 @@ CONFIGS = [
     ["workload.num_requests=300", "workload.arrivals.rate=40", "workload.popularity.base_share=1.0",
      "engine.max_num_seqs=64", "engine.max_num_batched_tokens=32"],  # token budget binds: chunks after decodes
     ["workload.num_requests=300", "engine.adapter_load=overlapped", "scheduler.name=score"],
+    ["workload.num_requests=300", "engine.max_loras=2", "engine.kv_cache_tokens=8000"],  # full steps + preemption
 ]
 
 
+def _no_index_view(original):
+    def view(self):
+        v = original(self)
+        v.waiting_by_adapter = None
+        return v
+    return view
+
+
+@pytest.mark.parametrize("fast_path", ["decode_group", "waiting_index"])
 @pytest.mark.parametrize("overrides", CONFIGS)
-def test_fast_path_matches_per_sequence_loop(monkeypatch, overrides):
+def test_fast_path_matches_per_sequence_loop(monkeypatch, overrides, fast_path):
     sc = lorasim.load_scenario(None, overrides=overrides)
     fast = lorasim.simulate(sc)
-    monkeypatch.setattr(PlanBuilder, "_schedule_decodes_in_bulk", lambda self: False)
+    if fast_path == "decode_group":
+        monkeypatch.setattr(PlanBuilder, "_schedule_decodes_in_bulk", lambda self: False)
+    else:
+        monkeypatch.setattr(Replica, "_view", _no_index_view(Replica._view))
     slow = lorasim.simulate(sc)
     pd.testing.assert_frame_equal(fast.requests, slow.requests)
     pd.testing.assert_frame_equal(fast.steps, slow.steps)

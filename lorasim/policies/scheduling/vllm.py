@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import heapq
+
 from lorasim.policies.base import SCHEDULERS, Admit, PlanBuilder, ReplicaView, Scheduler
 
 
@@ -18,7 +20,11 @@ class VllmScheduler(Scheduler):
 
     def admit_waiting(self, view: ReplicaView, b: PlanBuilder, now_s: float) -> None:
         adapters, cap = b.adapters, b.max_loras
+        index = view.waiting_by_adapter
         full = len(adapters) >= cap
+        if full and index is not None:
+            admit_eligible(b, index, after_qpos=None)
+            return
         for seq in view.waiting:
             a = seq.adapter
             if full and a is not None and a not in adapters:
@@ -26,5 +32,29 @@ class VllmScheduler(Scheduler):
             r = b.try_admit(seq)
             if r is Admit.OK:
                 full = len(adapters) >= cap
+                if full and index is not None:
+                    admit_eligible(b, index, after_qpos=seq._qpos)
+                    return
             elif r is not Admit.ADAPTER_CAP:
                 break
+
+
+def admit_eligible(b: PlanBuilder, index, after_qpos: int | None) -> None:
+    """Continue a skip-rule scan once the step's adapter set is full: only requests for the step's adapters and the
+    base model can still be admitted, so visit just those (merged in queue order), stopping like the scan would.
+
+    Args:
+        b: the plan being built (its adapter set is full and stays so).
+        index: the waiting queue by adapter (``ReplicaView.waiting_by_adapter``).
+        after_qpos: queue position the scan had reached (requests up to it were already considered).
+    """
+    lists = [index[a] for a in (*b.adapters, None) if a in index]
+    for seq in heapq.merge(*lists, key=_qpos) if len(lists) > 1 else (lists[0] if lists else ()):
+        if after_qpos is not None and seq._qpos <= after_qpos:
+            continue
+        if b.try_admit(seq) is not Admit.OK:
+            break
+
+
+def _qpos(seq) -> int:
+    return seq._qpos
