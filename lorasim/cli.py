@@ -90,6 +90,8 @@ def run(
                       f"scheduler={sc.scheduler.name}, max_loras={sc.engine.max_loras}, "
                       f"max_cpu_loras={sc.engine.cpu_loras}, seed={sc.seed}")
     res = simulate(sc, data_dir=data_dir)
+    for note in res.notes:
+        print(f"lorasim: note: {note}", file=sys.stderr)
     if out_dir is not None:
         try:
             res.write(out_dir)

@@ -23,7 +23,7 @@ from lorasim.perf.profile import Profile, load_profile
 from lorasim.perf.shapes import ALL_TARGET_MODULES, MODEL_SHAPES, ModelShape
 from lorasim.policies.base import SchedulerLimits
 from lorasim.rng import RngStreams
-from lorasim.workload import AdapterSpec, Request, build_adapters, build_requests
+from lorasim.workload import AdapterSpec, Request, build_adapters, build_request_arrays
 
 
 def resolve_shape(scenario: Scenario, profile: Profile) -> ModelShape:
@@ -91,7 +91,9 @@ class Simulation:
         self.shape = resolve_shape(scenario, self.profile)
         self.adapters = build_adapters(scenario.adapters, self.shape, self.rngs)
         check_adapter_tiers(scenario, self.shape, self.adapters)
-        self.requests: list[Request] = build_requests(scenario.workload, self.adapters, self.rngs, data_dir)
+        arrays = build_request_arrays(scenario.workload, self.adapters, self.rngs, data_dir)
+        self.notes: tuple[str, ...] = tuple(n for n in arrays.notes if n)
+        self.requests: list[Request] = arrays.to_requests()
         specs = {a.name: a for a in self.adapters}
         unknown = {r.adapter for r in self.requests if r.adapter is not None and r.adapter not in specs}
         if unknown:
@@ -173,6 +175,7 @@ class Simulation:
             scenario=self.scenario,
             info=dict(self.info),
             wall_time_s=time.perf_counter() - t0,
+            notes=self.notes,
         )
 
 

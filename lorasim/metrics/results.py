@@ -89,6 +89,7 @@ class Results:
         scenario: the validated scenario.
         info: deterministic run facts merged into the summary (KV capacity used, profile name).
         wall_time_s: wall-clock seconds the run took (not part of the summary, which is deterministic).
+        notes: facts about the workload a user should know (trace rows kept, lengths fixed or capped).
     """
 
     requests: pd.DataFrame
@@ -99,6 +100,7 @@ class Results:
     scenario: object
     info: dict = field(default_factory=dict)
     wall_time_s: float = 0.0
+    notes: tuple[str, ...] = ()
     _summary: dict | None = None
 
     @property

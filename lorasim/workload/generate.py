@@ -12,19 +12,19 @@ are then merged by a stable sort on arrival time (ties: stream order, then order
 from __future__ import annotations
 
 import gc
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from lorasim._model import MAX_TIME_S, MAX_TOKENS
 from lorasim.errors import ConfigError, DataFileError
 from lorasim.paths import data_file
 from lorasim.rng import RngStreams
 from lorasim.workload.adapters import AdapterSpec
 from lorasim.workload.arrivals import BurstArrivals, PerAdapterPoissonArrivals, SingleArrival, renewal_times
 from lorasim.workload.config import SyntheticStream, TraceStream, WorkloadConfig
-from lorasim.workload.lengths import TableCache, sample_lengths
+from lorasim.workload.lengths import LengthsConfig, LognormalLength, SeparateLengths, TableCache, sample_lengths
 from lorasim.workload.popularity import PopularityConfig, UniformPopularity, sample_adapters
 from lorasim.workload.request import Request
 from lorasim.workload.traces import read_trace
@@ -104,9 +104,10 @@ def build_request_arrays(
         sname = stream.name if stream.name is not None else str(i)
         cand = _candidates(stream.adapters, names, position, where)
         if isinstance(stream, SyntheticStream):
-            part = _synthetic(stream, cand, names, rngs, sname, where, data_dir, cache)
+            part, note = _synthetic(stream, cand, names, rngs, sname, where, data_dir, cache)
         else:
             part, note = _trace(stream, cand, names, position, rngs, sname, where, data_dir, cache)
+        if note:
             notes.append(note)
         for field, v in (("prompt", part[1]), ("output", part[2])):
             if len(v) and v.min() < 1:
@@ -159,8 +160,27 @@ def _pick(pop: PopularityConfig | None, cand: np.ndarray, names: list[str], rng:
     return np.where(local >= 0, cand[np.maximum(local, 0)], -1)
 
 
+def _lengths(cfg: LengthsConfig, rng: np.random.Generator, n: int, where: str, data_dir: str | Path | None,
+             cache: TableCache) -> tuple[np.ndarray, np.ndarray, str]:
+    """:func:`sample_lengths`, plus a note counting lognormal draws capped at ``MAX_TOKENS`` (``""`` if none).
+
+    Fixed, uniform and empirical lengths are bounded by ``MAX_TOKENS`` already (config and length-table checks).
+    """
+    prompt, output = sample_lengths(cfg, rng, n, data_dir, cache)
+    capped = []
+    for field, v in (("prompt", prompt), ("output", output)):
+        dist = getattr(cfg, field) if isinstance(cfg, SeparateLengths) else None
+        if isinstance(dist, LognormalLength) and dist.max is None:
+            num = int((v >= MAX_TOKENS).sum())
+            if num:
+                capped.append(f"{num} {field}")
+    note = (f"{where}.lengths: {' and '.join(capped)} lengths drawn above {MAX_TOKENS} tokens were set to "
+            f"{MAX_TOKENS} (MAX_TOKENS)") if capped else ""
+    return prompt, output, note
+
+
 def _synthetic(s: SyntheticStream, cand: np.ndarray, names: list[str], rngs: RngStreams, sname: str, where: str,
-               data_dir: str | Path | None, cache: TableCache) -> tuple[np.ndarray, ...]:
+               data_dir: str | Path | None, cache: TableCache) -> tuple[tuple[np.ndarray, ...], str]:
     a = s.arrivals
     rng_a = rngs.get(f"arrivals:{sname}")
     rng_p = rngs.get(f"popularity:{sname}")
@@ -182,8 +202,8 @@ def _synthetic(s: SyntheticStream, cand: np.ndarray, names: list[str], rngs: Rng
         else:
             t = renewal_times(lambda n: a.gaps(rng_a, n), a.mean_rate(), s.start_s, s.num_requests, s.duration_s)
         adapter = _pick(s.popularity, cand, names, rng_p, len(t), where)
-    prompt, output = sample_lengths(s.lengths, rngs.get(f"lengths:{sname}"), len(t), data_dir, cache)
-    return t, prompt, output, adapter
+    prompt, output, note = _lengths(s.lengths, rngs.get(f"lengths:{sname}"), len(t), where, data_dir, cache)
+    return (t, prompt, output, adapter), note
 
 
 def _trace(s: TraceStream, cand: np.ndarray, names: list[str], position: dict[str, int], rngs: RngStreams,
@@ -194,12 +214,21 @@ def _trace(s: TraceStream, cand: np.ndarray, names: list[str], position: dict[st
     lo = int(np.searchsorted(tr.arrival_s, s.window_start_s, side="left"))
     hi = len(tr) if s.window_end_s is None else int(np.searchsorted(tr.arrival_s, s.window_end_s, side="left"))
     in_window = hi - lo
+    if in_window == 0:
+        field = "window_start_s" if lo == len(tr) or s.window_end_s is None else "window_end_s"
+        end = "end" if s.window_end_s is None else f"{s.window_end_s:g}"
+        raise ConfigError(f"{where}.{field}: the window [{s.window_start_s:g}, {end}) of {path} holds no requests "
+                          f"(the trace spans {tr.arrival_s[0]:g}..{tr.arrival_s[-1]:g} s)")
     if s.max_requests is not None:
         hi = min(hi, lo + s.max_requests)
     t = (tr.arrival_s[lo:hi] - s.window_start_s) / s.rate_scale + s.start_s
+    if t[-1] > MAX_TIME_S:
+        raise ConfigError(f"{where}.rate_scale: the replayed trace ends at {t[-1]:g} s, beyond the limit of "
+                          f"{MAX_TIME_S:g} s (start_s {s.start_s:g}, rate_scale {s.rate_scale:g})")
     n = len(t)
+    length_note = ""
     if s.lengths is not None:
-        prompt, output = sample_lengths(s.lengths, rngs.get(f"lengths:{sname}"), n, data_dir, cache)
+        prompt, output, length_note = _lengths(s.lengths, rngs.get(f"lengths:{sname}"), n, where, data_dir, cache)
     else:
         prompt, output = tr.prompt_tokens[lo:hi].copy(), tr.output_tokens[lo:hi].copy()
     if tr.adapter is not None and s.use_trace_adapters:
@@ -221,9 +250,8 @@ def _trace(s: TraceStream, cand: np.ndarray, names: list[str], position: dict[st
         fix = (f"{tr.num_zero_prompt} prompt and {tr.num_zero_output} output lengths of 0 in the whole trace "
                "were set to 1 (zero_tokens: one)")
         note += "; " + fix
-        warnings.warn(f"{path}: {fix}", stacklevel=3)
-    if n == 0:
-        warnings.warn(f"{where}: the trace window of {path.name} holds no requests", stacklevel=3)
+    if length_note:
+        note += "; " + length_note
     return (t, prompt, output, adapter), note
 
 

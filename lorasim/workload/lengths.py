@@ -65,7 +65,8 @@ class LognormalLength(_Model):
 
     With ``sigma^2 = ln(1 + cv^2)`` and ``mu = ln(mean) - sigma^2 / 2``, a draw ``x = exp(N(mu, sigma))`` has mean
     ``mean`` and CV ``cv``; the length is ``ceil(x)`` (so always >= 1; this shifts the mean up by about 0.5 token),
-    then capped at ``max`` if one is given (an explicit truncation, not a silent clamp).
+    then capped at ``max`` if one is given (an explicit truncation), else at ``MAX_TOKENS`` (counted in the
+    workload notes).
     """
 
     kind: Literal["lognormal"] = "lognormal"
@@ -79,10 +80,9 @@ class LognormalLength(_Model):
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         sigma = math.sqrt(math.log1p(self.cv * self.cv))
         mu = math.log(self.mean) - 0.5 * sigma * sigma
-        out = np.ceil(rng.lognormal(mu, sigma, n)).astype(np.int64)
-        if self.max is not None:
-            np.minimum(out, self.max, out=out)
-        return out
+        cap = MAX_TOKENS if self.max is None else self.max
+        # cap in float, before the int conversion: a far tail draw cannot overflow int64
+        return np.ceil(np.minimum(rng.lognormal(mu, sigma, n), cap)).astype(np.int64)
 
 
 def _int_is_fixed(v: Any) -> Any:

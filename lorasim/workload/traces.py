@@ -10,14 +10,17 @@ Every reader returns a :class:`TraceData` whose times are seconds from the start
   optional ``adapter`` (empty or null = base model). Times are used as given (time 0 is the simulation's 0).
 
 Validation (vectorised; the first bad row is reported as ``DataFileError(path, message, line)`` with its 1-based
-line): missing column or field, non-numeric, NaN, negative or non-integer token counts, unparseable or decreasing
-timestamps (equal timestamps are allowed), empty file. Token counts of 0 are an error by default; with
-``zero_tokens="one"`` they become 1 and are counted in ``TraceData.num_zero_prompt`` / ``num_zero_output``.
+line): missing column or field, a CSV row with too many or too few fields, non-numeric, NaN, negative,
+non-integer or too large (> ``MAX_TOKENS``) token counts, unparseable, decreasing or out-of-range (> ``MAX_TIME_S``
+from the start) timestamps (equal timestamps are allowed), Azure timestamps mixing UTC offsets and none, empty
+file. Token counts of 0 are an error by default; with ``zero_tokens="one"`` they become 1 and are counted in
+``TraceData.num_zero_prompt`` / ``num_zero_output`` (reported in the run's notes, not as a warning).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,6 +28,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from lorasim._model import MAX_TIME_S, MAX_TOKENS
 from lorasim.errors import DataFileError
 from lorasim.workload._tabular import MISSING, first_decrease, first_line, numbers, read_csv_strings, read_jsonl_records
 
@@ -113,22 +117,16 @@ def read_trace(path: Path, fmt: TraceFormat = "auto", zero_tokens: ZeroTokens = 
         fmt = detect_format(path)
     if fmt == "azure":
         df, lines = read_csv_strings(path, AZURE_COLUMNS)
-        ts = pd.to_datetime(df["TIMESTAMP"], format="ISO8601", errors="coerce")
-        bad = ts.isna().to_numpy()
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise DataFileError(path, f"TIMESTAMP: cannot parse {df['TIMESTAMP'].iloc[i]!r} as a date-time",
-                                line=int(lines[i]))
-        ns = ts.to_numpy(dtype="datetime64[ns]").astype(np.int64)
-        _check_sorted(ns, path, "TIMESTAMP", lines)
-        t = (ns - ns[0]).astype(np.float64) / 1e9
+        t = _azure_times(df["TIMESTAMP"], path, lines)
         prompt_raw, output_raw, adapter = df["ContextTokens"], df["GeneratedTokens"], None
         names = ("ContextTokens", "GeneratedTokens")
     elif fmt == "mooncake":
         cols, lines = read_jsonl_records(path, MOONCAKE_FIELDS)
         ms = numbers(cols["timestamp"], path, "timestamp", lines, integer=False, min_value=None)
         _check_sorted(ms, path, "timestamp", lines)
-        t = (ms - ms[0]) / 1000.0
+        with np.errstate(over="ignore"):  # a span beyond the float range becomes inf, refused just below
+            t = (ms - ms[0]) / 1000.0
+        _check_span(t, path, "timestamp", lines)
         prompt_raw, output_raw, adapter = cols["input_length"], cols["output_length"], None
         names = ("input_length", "output_length")
     elif fmt in ("csv", "jsonl"):
@@ -140,17 +138,97 @@ def read_trace(path: Path, fmt: TraceFormat = "auto", zero_tokens: ZeroTokens = 
             raw, lines = read_jsonl_records(path, GENERIC_FIELDS, optional=("adapter",))
             present = any(v is not MISSING for v in raw["adapter"])
             adapter = _adapter_names(raw["adapter"], path, lines) if present else None
-        t = numbers(raw["arrival_time_s"], path, "arrival_time_s", lines, integer=False, min_value=0)
+        t = numbers(raw["arrival_time_s"], path, "arrival_time_s", lines, integer=False, min_value=0,
+                    max_value=MAX_TIME_S, unit=" s")
         _check_sorted(t, path, "arrival_time_s", lines)
         prompt_raw, output_raw = raw["prompt_tokens"], raw["output_tokens"]
         names = ("prompt_tokens", "output_tokens")
     else:
         raise DataFileError(path, f"unknown trace format {fmt!r}; use auto, azure, mooncake, csv or jsonl")
-    prompt = numbers(prompt_raw, path, names[0], lines, integer=True, min_value=0)
-    output = numbers(output_raw, path, names[1], lines, integer=True, min_value=0)
+    prompt = numbers(prompt_raw, path, names[0], lines, integer=True, min_value=0, max_value=MAX_TOKENS,
+                     unit=" tokens")
+    output = numbers(output_raw, path, names[1], lines, integer=True, min_value=0, max_value=MAX_TOKENS,
+                     unit=" tokens")
     nz_prompt = _zeros(prompt, path, names[0], lines, zero_tokens)
     nz_output = _zeros(output, path, names[1], lines, zero_tokens)
     return TraceData(path, fmt, t, prompt, output, adapter, lines, nz_prompt, nz_output)
+
+
+_TICKS_PER_S = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
+
+
+def _azure_times(raw: pd.Series, path: Path, lines: np.ndarray) -> np.ndarray:
+    """Azure TIMESTAMP strings -> seconds from the first row (exact to the parsed resolution, 100 ns here).
+
+    Either every timestamp has a UTC offset (they are compared in UTC) or none has; a mix is refused, as is an
+    unparseable one, a decrease, or a span beyond ``MAX_TIME_S``.
+    """
+    ts = _parse_datetimes(raw, utc=False)
+    if ts is None:  # pandas refused the column as a whole: mixed offsets, or timestamps with and without one
+        _first_bad_timestamp(raw, path, lines)
+        ts = _parse_datetimes(raw, utc=True)  # every row has an offset, not all the same
+        if ts is None:
+            raise DataFileError(path, "TIMESTAMP: cannot parse the column as date-times", line=int(lines[0]))
+    bad = ts.isna().to_numpy()
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataFileError(path, f"TIMESTAMP: cannot parse {raw.iloc[i]!r} as a date-time", line=int(lines[i]))
+    if ts.dt.tz is not None:
+        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+    values = ts.to_numpy()
+    unit, count = np.datetime_data(values.dtype)
+    if unit not in _TICKS_PER_S or count != 1:  # pandas parses to s, ms, us or ns
+        raise DataFileError(path, f"TIMESTAMP: unexpected date-time resolution {values.dtype}", line=int(lines[0]))
+    ticks, per_s = values.view(np.int64), _TICKS_PER_S[unit]
+    _check_sorted(ticks, path, "TIMESTAMP", lines)
+    d = ticks - ticks[0]  # >= 0 since sorted; a span beyond the int64 range wraps to < 0
+    over = (d < 0) | (d > int(MAX_TIME_S) * per_s)
+    if over.any():
+        i = int(np.argmax(over))
+        raise DataFileError(path, f"TIMESTAMP: {raw.iloc[i]!r} is more than the limit of {int(MAX_TIME_S)} s after "
+                                  f"the first row ({raw.iloc[0]!r})", line=int(lines[i]))
+    return d.astype(np.float64) / per_s
+
+
+def _parse_datetimes(raw: pd.Series, utc: bool) -> pd.Series | None:
+    """ISO 8601 parse (unparseable -> NaT), or None where pandas refuses the column or warns about it."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            return pd.to_datetime(raw, format="ISO8601", errors="coerce", utc=utc)
+    except (ValueError, TypeError, OverflowError, Warning):
+        return None
+
+
+def _first_bad_timestamp(raw: pd.Series, path: Path, lines: np.ndarray) -> None:
+    """Raise for the first row that cannot be parsed alone, or whose UTC offset presence differs from row 1's."""
+    first_aware: bool | None = None
+    for i, v in enumerate(raw):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                x = pd.to_datetime(v, format="ISO8601")
+        except (ValueError, TypeError, OverflowError, Warning):
+            raise DataFileError(path, f"TIMESTAMP: cannot parse {v!r} as a date-time", line=int(lines[i])) from None
+        if x is pd.NaT:
+            raise DataFileError(path, f"TIMESTAMP: cannot parse {v!r} as a date-time", line=int(lines[i]))
+        aware = x.tzinfo is not None
+        if first_aware is None:
+            first_aware = aware
+        elif aware != first_aware:
+            has, lacks = ("has a", "has none") if aware else ("has no", "has one")
+            raise DataFileError(path, f"TIMESTAMP: {v!r} {has} UTC offset but the first row ({raw.iloc[0]!r}, "
+                                      f"line {int(lines[0])}) {lacks}; give every timestamp an offset or none",
+                                line=int(lines[i]))
+
+
+def _check_span(t: np.ndarray, path: Path, field: str, lines: np.ndarray) -> None:
+    """Refuse a trace time (seconds from the first row) beyond ``MAX_TIME_S``."""
+    over = t > MAX_TIME_S
+    if over.any():
+        i = int(np.argmax(over))
+        raise DataFileError(path, f"{field}: {t[i]:g} s after the first row, beyond the limit of {int(MAX_TIME_S)} s",
+                            line=int(lines[i]))
 
 
 def _check_sorted(t: np.ndarray, path: Path, field: str, lines: np.ndarray) -> None:

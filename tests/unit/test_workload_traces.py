@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lorasim.errors import DataFileError
+from lorasim._model import MAX_TOKENS
+from lorasim.errors import ConfigError, DataFileError
 from lorasim.paths import resolve_data_dir
 from lorasim.perf.shapes import MODEL_SHAPES
 from lorasim.rng import RngStreams
 from lorasim.workload import AdaptersConfig, WorkloadConfig, build_adapters, build_request_arrays, build_requests
+from lorasim.workload.generate import _lengths
+from lorasim.workload.lengths import LognormalLength, SeparateLengths
 from lorasim.workload.traces import read_trace
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "traces"
@@ -73,7 +77,30 @@ def test_generic_trace_adapters_are_used_and_times_kept_as_given():
         ("bad_azure_zero_output.csv", "auto", 3, "GeneratedTokens: 0 tokens (2 such rows"),
         ("bad_generic_nan.csv", "auto", 3, "prompt_tokens: NaN"),
         ("bad_generic_negative.csv", "auto", 4, "output_tokens: negative value"),
-        ("bad_generic_missing_value.csv", "auto", 3, "output_tokens: missing value"),
+        ("bad_generic_missing_value.csv", "auto", 3, "expected 3 fields, got 2"),  # too few fields
+        ("bad_generic_empty_value.csv", "auto", 3, "output_tokens: missing value"),
+        ("bad_generic_empty_row.csv", "auto", 3, "arrival_time_s: missing value"),  # ",," is not a blank line
+        # fault 1: timestamps with and without a UTC offset; other unparseable timestamps
+        ("bad_azure_mixed_tz.csv", "auto", 5, ("'2023-11-16 18:15:50.9951690+00:00' has a UTC offset but the "
+                                               "first row ('2023-11-16 18:15:46.6805900', line 2) has none")),
+        ("bad_azure_mixed_tz_first_aware.csv", "auto", 3, "has no UTC offset but the first row"),
+        ("bad_azure_bad_time_and_mixed_tz.csv", "auto", 3, "cannot parse '2023-11-16 25:61:00.0000000'"),
+        ("bad_azure_span.csv", "auto", 4, "more than the limit of 1000000000 s after the first row"),
+        # fault 2: token counts above MAX_TOKENS, times above MAX_TIME_S
+        ("bad_azure_huge_tokens.csv", "auto", 3, ("ContextTokens: value above the limit of 10000000 tokens "
+                                                  "(value '1e22')")),
+        ("bad_generic_huge_prompt.csv", "auto", 3, "prompt_tokens: value above the limit of 10000000 tokens"),
+        ("bad_generic_huge_output.csv", "auto", 4, ("output_tokens: value above the limit of 10000000 tokens "
+                                                    "(value '99999999999999999999')")),
+        ("bad_generic_huge.jsonl", "auto", 2, "prompt_tokens: value above the limit of 10000000 tokens"),
+        ("bad_mooncake_huge_float.jsonl", "auto", 2, "input_length: value above the limit of 10000000 tokens"),
+        ("bad_mooncake_huge_int.jsonl", "auto", 3, "output_length: value above the limit"),  # a 401-digit int
+        ("bad_generic_late.csv", "auto", 3, "arrival_time_s: value above the limit of 1000000000 s"),
+        ("bad_mooncake_late.jsonl", "auto", 2, "timestamp: 2e+09 s after the first row, beyond the limit"),
+        # fault 3: a row with more (or fewer) fields than the header
+        ("bad_generic_extra_field.csv", "auto", 3, "expected 3 fields, got 4"),
+        ("bad_azure_extra_field.csv", "auto", 4, "expected 3 fields, got 4"),  # blank line 3 still counts
+        ("bad_generic_few_fields_adapter.csv", "auto", 3, "expected 4 fields, got 3"),
         ("bad_generic_missing_column.csv", "auto", 1, "unrecognised trace header"),
         ("bad_generic_missing_column.csv", "csv", 1, "missing column(s) ['output_tokens']"),
         ("bad_empty.csv", "auto", 1, "empty file"),
@@ -85,8 +112,10 @@ def test_generic_trace_adapters_are_used_and_times_kept_as_given():
     ],
 )
 def test_malformed_traces_name_file_and_line(name, fmt, line, fragment):
-    with pytest.raises(DataFileError) as err:
-        read_trace(FIXTURES / name, fmt)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no RuntimeWarning (int64 overflow) or pandas warning on the way
+        with pytest.raises(DataFileError) as err:
+            read_trace(FIXTURES / name, fmt)
     assert err.value.line == line
     assert str(err.value).startswith(f"{FIXTURES / name}:{line}: ")
     assert fragment in str(err.value)
@@ -103,11 +132,38 @@ def test_unknown_trace_adapter_reports_its_line():
     assert err.value.line == 3
 
 
-def test_zero_tokens_one_counts_and_warns():
-    with pytest.warns(UserWarning, match="0 prompt and 2 output lengths of 0"):
+def test_zero_tokens_one_counts_in_the_notes_without_a_warning():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         a = replay({"path": str(FIXTURES / "bad_azure_zero_output.csv"), "zero_tokens": "one"})
     assert a.output_tokens.tolist() == [10, 1, 1]
-    assert "2 output lengths of 0" in a.notes[0]
+    assert "0 prompt and 2 output lengths of 0 in the whole trace were set to 1 (zero_tokens: one)" in a.notes[0]
+
+
+def test_azure_utc_offsets_are_compared_in_utc():
+    # 18:15:46+00:00, 18:15:47Z, 19:15:47.5+01:00, 13:15:48-05:00
+    assert read_trace(FIXTURES / "azure_utc_offsets.csv").arrival_s.tolist() == [0.0, 1.0, 1.5, 2.0]
+
+
+def test_huge_length_in_a_length_table_reports_its_line():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataFileError, match="o: value above the limit of 10000000 tokens") as err:
+            build_request_arrays(
+                WorkloadConfig.model_validate({"num_requests": 3, "lengths": {
+                    "kind": "empirical", "path": str(FIXTURES / "bad_lengths_huge.csv"), "prompt_column": "p",
+                    "output_column": "o"}}),
+                build_adapters(AdaptersConfig(count=1), MODEL_SHAPES["llama-3.1-8b"], RngStreams(0)), RngStreams(0))
+    assert err.value.line == 3
+
+
+def test_huge_trace_tokens_never_reach_the_lengths_check():
+    # used to surface as "workload.streams[0].lengths.prompt: produced a length of -9223372036854775808"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataFileError) as err:
+            replay({"path": str(FIXTURES / "bad_azure_huge_tokens.csv")})
+    assert err.value.line == 3 and "ContextTokens" in str(err.value)
 
 
 def test_bad_length_table_reports_its_line():
@@ -146,6 +202,63 @@ def test_trace_without_adapters_gets_seeded_popularity_and_base_share():
     assert np.array_equal(a.adapter_index, b.adapter_index)
     assert (a.adapter_index == -1).any() and (a.adapter_index >= 0).any()
     assert not np.array_equal(a.adapter_index, replay(stream, seed=4).adapter_index)
+
+
+@pytest.mark.parametrize(
+    "stream, field, window",
+    [
+        ({"window_start_s": 20.0}, "window_start_s", "[20, end)"),
+        ({"window_start_s": 20.0, "window_end_s": 30.0}, "window_start_s", "[20, 30)"),
+        ({"window_start_s": 2.5, "window_end_s": 2.9}, "window_end_s", "[2.5, 2.9)"),
+        ({"window_start_s": 2.5, "window_end_s": 2.9, "max_requests": 5}, "window_end_s", "[2.5, 2.9)"),
+    ],
+)
+def test_empty_trace_window_is_a_config_error(stream, field, window):
+    path = FIXTURES / "generic_no_adapter.csv"  # t = 0..9 s
+    w = {"streams": [{"arrivals": {"kind": "single"}}, {"kind": "trace", "path": str(path), **stream}]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ConfigError) as err:
+            build_request_arrays(WorkloadConfig.model_validate(w),
+                                 build_adapters(AdaptersConfig(count=1), MODEL_SHAPES["llama-3.1-8b"], RngStreams(0)),
+                                 RngStreams(0))
+    assert str(err.value) == (f"workload.streams[1].{field}: the window {window} of {path} holds no requests "
+                              f"(the trace spans 0..9 s)")
+
+
+def test_replayed_times_beyond_max_time_are_a_config_error():
+    with pytest.raises(ConfigError, match=r"workload\.streams\[0\]\.rate_scale: the replayed trace ends at"):
+        replay({"path": str(FIXTURES / "generic_no_adapter.csv"), "start_s": 1e9})
+
+
+def test_lognormal_lengths_with_the_largest_mean_stay_within_max_tokens():
+    w = {"num_requests": 20_000, "lengths": {"prompt": {"kind": "lognormal", "mean": MAX_TOKENS, "cv": 100.0},
+                                              "output": {"kind": "lognormal", "mean": 10, "cv": 1.0}}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        a = build_request_arrays(WorkloadConfig.model_validate(w),
+                                 build_adapters(AdaptersConfig(count=1), MODEL_SHAPES["llama-3.1-8b"], RngStreams(0)),
+                                 RngStreams(0))
+    assert a.prompt_tokens.min() >= 1 and a.prompt_tokens.max() == MAX_TOKENS
+    capped = int((a.prompt_tokens == MAX_TOKENS).sum())
+    assert capped > 0
+    note = f"workload.streams[0].lengths: {capped} prompt lengths drawn above {MAX_TOKENS} tokens were set to "
+    assert a.notes == (f"{note}{MAX_TOKENS} (MAX_TOKENS)",)
+
+
+def test_lognormal_draw_beyond_int64_is_capped_not_wrapped():
+    class HugeDraws:  # stands in for a Generator whose lognormal tail goes past 2**63
+        def lognormal(self, mu, sigma, n):
+            return np.array([1e22, 4.2, 2e7, 1e300])[:n]
+
+    cfg = SeparateLengths(prompt=LognormalLength(mean=100.0), output=LognormalLength(mean=100.0, max=50))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prompt, output, note = _lengths(cfg, HugeDraws(), 4, "workload.streams[2]", None, {})
+    assert prompt.tolist() == [MAX_TOKENS, 5, MAX_TOKENS, MAX_TOKENS]
+    assert output.tolist() == [50, 5, 50, 50]  # its own max applies first
+    assert note == (f"workload.streams[2].lengths: 3 prompt lengths drawn above {MAX_TOKENS} tokens were set to "
+                    f"{MAX_TOKENS} (MAX_TOKENS)")
 
 
 def test_trace_times_with_sampled_lengths():
