@@ -138,6 +138,11 @@ class Simulation:
             for s in self.seqs:
                 if s.num_prompt_tokens + s.max_output_tokens > max_len:
                     s.abort_reason = f"prompt+output {s.num_prompt_tokens + s.max_output_tokens} > max_model_len {max_len}"
+        # the scenario as run: defaults that depend on other fields made explicit (KV capacity and link costs left
+        # unset stay derived from the profile, so that editing max_loras in the resolved file still moves them)
+        resolved = scenario.model_dump(mode="python")
+        resolved["engine"].update(max_cpu_loras=eng.cpu_loras, enable_lora=self.lora_enabled)
+        self.resolved = Scenario.model_validate(resolved)
         self.info = {"kv_cache_tokens": int(kv_tokens), "profile": self.profile.name,
                      "num_adapters": len(self.adapters), "scheduler": scenario.scheduler.name}
 
@@ -172,7 +177,7 @@ class Simulation:
             adapter_events=pd.DataFrame(rec.events),
             itl_values_s=np.asarray(rec.itl_values_s, dtype=float),
             itl_counts=np.asarray(rec.itl_counts, dtype=np.int64),
-            scenario=self.scenario,
+            scenario=self.resolved,
             info=dict(self.info),
             wall_time_s=time.perf_counter() - t0,
             notes=self.notes,
