@@ -105,6 +105,8 @@ class Replica:
                 yield from self._idle()
                 continue
             plan = self.scheduler.schedule(self._view(), env.now)
+            if not plan.bulk_decode and self.decodes.num:
+                self._dissolve_decodes()  # the plan treats decoders one by one
             if not plan.scheduled and not plan.bulk_decode:
                 if plan.preempted:
                     self._apply_preemptions(plan)
@@ -116,8 +118,6 @@ class Replica:
                 yield from self._idle()
                 continue
             start = env.now
-            if not plan.bulk_decode and self.decodes.num:
-                self._dissolve_decodes()  # the plan treats decoders one by one
             if plan.stats is None or self.check_invariants:
                 stats, adapters, new_blocks = self._check_and_measure(plan)
             else:
