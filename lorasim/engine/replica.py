@@ -262,6 +262,14 @@ class Replica:
                 self.running.append(s)
         self.kv.allocate(new_blocks)  # per-sequence block counts are brought up to date when the step ends
 
+    def _complete(self, seq: Seq, now_s: float) -> None:
+        """The sequence produced its last token: free its KV blocks and record it."""
+        seq.status = SeqStatus.FINISHED
+        seq.finish_time_s = now_s
+        self.kv.free(seq.num_blocks)
+        seq.num_blocks = 0
+        self.recorder.on_complete(seq, now_s)
+
     def _finish_step(self, plan: StepPlan, start_s: float, load_wait_s: float, stats: BatchStats,
                      num_loads: int) -> None:
         now = self.env.now
@@ -288,12 +296,8 @@ class Replica:
                 rec.on_itl(now - seq.last_token_time_s)
             seq.last_token_time_s = now
             if seq.num_output_tokens >= seq.max_output_tokens:
-                seq.status = SeqStatus.FINISHED
-                seq.finish_time_s = now
-                self.kv.free(seq.num_blocks)
-                seq.num_blocks = 0
+                self._complete(seq, now)
                 finished = True
-                rec.on_complete(seq, now)
         g = self.decodes
         finishing = g.finishing() if plan.bulk_decode else []
         num_bulk_itl += g.num  # every member decoded one token; each had its last one when the previous step ended
@@ -301,12 +305,8 @@ class Replica:
         for seq in finishing:
             g.remove(seq)
             seq.last_token_time_s = now
-            seq.status = SeqStatus.FINISHED
-            seq.finish_time_s = now
-            self.kv.free(seq.num_blocks)
-            seq.num_blocks = 0
+            self._complete(seq, now)
             finished = True
-            rec.on_complete(seq, now)
         if finished:
             self.running = [s for s in self.running if s.status is SeqStatus.RUNNING]
         # sequences that now decode one token per step join the group
