@@ -154,6 +154,39 @@ def show(
     print(scenario_to_yaml(sc), end="")
 
 
+@app.command()
+def validate(
+    runs: Optional[Path] = typer.Option(None, "--runs", help="Runs CSV (default: <data dir>/vllm-lora-runs/real_runs.csv)."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory (lengths table, runs)."),
+    out: Path = typer.Option(..., "--out", help="Write validation.csv and predicted_vs_measured.png here."),
+    group: Optional[str] = typer.Option(None, "--group", help="Only runs of this group."),
+    model: Optional[str] = typer.Option(None, "--model", help="Only runs of this model."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most N runs (evenly spaced by run_dir)."),
+    workers: int = typer.Option(1, "--workers", help="Worker processes (results identical to serial)."),
+    max_rate: Optional[float] = typer.Option(None, "--max-rate", help="Leave out runs offered more than this many "
+                                             "requests/s (overloaded runs simulate millions of requests)."),
+) -> None:
+    """Replay real vLLM runs (per-adapter Poisson, ShareGPT) and compare predicted with measured metrics."""
+    from lorasim.calibrate.validate import summarize, validate_runs, write_outputs
+
+    prepare_out_dir(out)
+    df, skips = validate_runs(runs, data_dir, group=group, model=model, limit=limit, workers=workers,
+                              max_rate=max_rate)
+    write_outputs(df, out)
+    summ = summarize(df)
+    for rec in summ.to_dict("records"):
+        line = (f"{rec['model']} | {rec['group']} | n={rec['n']}: total_tok_s MAPE {rec['tok_mape_pct']:.1f}%, "
+                f"ITL mean abs err {rec['itl_mape_pct']:.1f}% (bias {rec['itl_bias_pct']:+.1f}%), "
+                f"TTFT mean within 30%: {rec['ttft_within_30pct']:.0%}")
+        if "twin_tok_mape_pct" in rec:
+            line += (f" | published twin: total_tok_s MAPE {rec['twin_tok_mape_pct']:.1f}%, "
+                     f"ITL {rec['twin_itl_mape_pct']:.1f}%, TTFT within 30%: {rec['twin_ttft_within_30pct']:.0%}")
+        print(line)
+    skipped = sum(skips.values())
+    print(f"replayed {len(df)} runs; skipped {skipped}" + (": " + ", ".join(f"{k}: {v}" for k, v in sorted(skips.items())) if skips else ""))
+    print(f"wrote {out}/validation.csv, {out}/predicted_vs_measured.png")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors (bad scenario, data or command line) become one line on stderr and exit status 2."""
     try:

@@ -1,0 +1,90 @@
+"""`lorasim validate`: replaying real-run rows, the window rule, determinism and errors (synthetic fixture)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lorasim.calibrate.validate import build_scenario, select_runs, validate_runs, window_metrics
+from lorasim.cli import main
+from lorasim.errors import DataFileError
+from tests.conftest import DATA_DIR, needs_data
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "validate" / "runs_tiny.csv"
+
+
+def test_window_rule_hand_check():
+    # 4 requests: two finish inside the 10 s window, one after it, one aborted inside it
+    q = pd.DataFrame({"finish_time_s": [2.0, 10.0, 10.5, 3.0], "aborted": [False, False, False, True],
+                      "prompt_tokens": [100, 50, 1000, 1000], "output_tokens": [20, 30, 1000, 1000],
+                      "ttft_s": [0.1, 0.3, 5.0, 9.0]})
+    m = window_metrics(q, 10.0)
+    assert m["total_tok_s"] == pytest.approx((100 + 20 + 50 + 30) / 10.0)
+    assert m["req_throughput_rps"] == pytest.approx(0.2)
+    assert m["ttft_ms_mean"] == pytest.approx(200.0)
+    assert 100.0 < m["ttft_ms_p99"] <= 300.0
+
+
+def test_select_and_scenario():
+    runs, skips = select_runs(pd.read_csv(FIXTURE))
+    assert [r["run_dir"] for r in runs] == ["synthetic/tiny/run_a", "synthetic/tiny/run_b"]
+    assert skips == {"arrival_process not per-adapter Poisson": 1}
+    sc = build_scenario(runs[0])
+    assert sc["model"]["profile"] == "llama-3.1-8b_h100-64gb"
+    assert sc["adapters"] == {"count": 8, "ranks": [8, 16]}
+    assert sc["engine"]["max_num_seqs"] == 256 and sc["engine"]["max_num_batched_tokens"] == 2048  # NaN defaults
+    assert sc["workload"]["arrivals"]["assignment"] == "shuffled" and sc["seed"] == 0
+    assert build_scenario(runs[1])["engine"]["max_num_seqs"] == 64
+
+
+def test_max_rate_leaves_out_heavier_runs():
+    df = pd.read_csv(FIXTURE)
+    rates = dict(zip(df["run_dir"], df["aggregate_rate_rps"]))
+    cut = min(rates["synthetic/tiny/run_a"], rates["synthetic/tiny/run_b"])
+    runs, skips = select_runs(df, max_rate=cut)
+    kept = [r["run_dir"] for r in runs]
+    assert all(rates[k] <= cut for k in kept) and len(kept) == 1
+    assert skips[f"aggregate_rate_rps above --max-rate {cut:g}"] == 1
+
+
+def test_missing_runs_file(tmp_path):
+    with pytest.raises(DataFileError, match="not found"):
+        validate_runs(tmp_path / "nope.csv", DATA_DIR)
+
+
+def test_missing_columns(tmp_path):
+    bad = tmp_path / "bad.csv"
+    pd.read_csv(FIXTURE).drop(columns=["adapter_rate_values"]).to_csv(bad, index=False)
+    with pytest.raises(DataFileError, match="adapter_rate_values"):
+        validate_runs(bad, DATA_DIR)
+
+
+def test_cli_missing_file_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["validate", "--runs", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2
+    assert "runs file not found" in capsys.readouterr().err
+
+
+@needs_data
+def test_cli_outputs_and_determinism(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["validate", "--runs", str(FIXTURE), "--data-dir", str(DATA_DIR), "--out", str(tmp_path / "s")])
+    assert exc.value.code == 0
+    printed = capsys.readouterr().out
+    assert "skipped 1" in printed and "MAPE" in printed
+    df = pd.read_csv(tmp_path / "s" / "validation.csv")
+    assert len(df) == 2 and list(df.run_dir) == sorted(df.run_dir)
+    for m in ("total_tok_s", "req_throughput_rps", "ttft_ms_mean", "ttft_ms_p99", "itl_ms_mean"):
+        assert f"measured_{m}" in df and f"predicted_{m}" in df
+    assert {"run_dir", "model", "group", "max_loras", "n_adapters", "aggregate_rate_rps", "wall_s"} <= set(df)
+    assert (df.predicted_total_tok_s > 0).all()
+    # every counted request arrived inside the 20 s window: throughput cannot exceed the offered load much
+    assert (df.predicted_req_throughput_rps <= df.aggregate_rate_rps * 1.6).all()
+    assert (tmp_path / "s" / "predicted_vs_measured.png").stat().st_size > 0
+
+    par, skips = validate_runs(FIXTURE, DATA_DIR, workers=2, progress=False)
+    assert skips == {"arrival_process not per-adapter Poisson": 1}
+    pd.testing.assert_frame_equal(df.drop(columns="wall_s"), par.drop(columns="wall_s"), check_dtype=False)
