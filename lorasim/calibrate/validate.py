@@ -75,7 +75,7 @@ def build_scenario(row: dict) -> dict:
             "lengths": {"kind": "empirical", "path": LENGTHS_REL, "prompt_column": "prompt_len_llama3",
                         "output_column": "output_len_llama3", "filter_column": "vllm_keep_llama3"},
         },
-        "engine": {"max_loras": int(row["max_loras"]), "max_cpu_loras": int(row["max_cpu_loras"]),
+        "engine": {"max_loras": int(row["max_loras"]), "max_cpu_loras": _int_or(row["max_cpu_loras"], int(row["max_loras"])),  # vLLM: unset = max_loras
                    "max_lora_rank": int(row["max_lora_rank"]),
                    "max_num_seqs": _int_or(row["max_num_seqs"], 256),
                    "max_num_batched_tokens": _int_or(row["max_num_batched_tokens"], 2048)},
