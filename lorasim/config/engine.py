@@ -53,6 +53,9 @@ class EngineConfig(InputModel):
     """Optional budget for the GPU slots; ``max_loras`` slots of ``max_lora_rank`` must fit in it."""
     cpu_memory_for_adapters_bytes: int | None = Field(default=None, ge=1)
     """Optional budget for the CPU cache; ``max_cpu_loras`` of the largest adapter must fit in it."""
+    request_overhead_s: float | None = Field(default=None, ge=0, le=3600.0)
+    """Delay from a request's arrival to its entry into the waiting queue (API server, tokenization), seconds; part
+    of TTFT. Unset: the profile's value (fitted from single-request runs, ~7 ms for vLLM 0.8.5)."""
     adapter_load: Literal["blocking", "overlapped"] = "blocking"
     """``blocking``: a step loads its missing adapters one after another, then computes (vLLM). ``overlapped``:
     loads for queued requests start as soon as a slot can take them; a step waits only for adapters not yet

@@ -143,13 +143,16 @@ class Simulation:
         resolved = scenario.model_dump(mode="python")
         resolved["engine"].update(max_cpu_loras=eng.cpu_loras, enable_lora=self.lora_enabled)
         self.resolved = Scenario.model_validate(resolved)
+        self.request_overhead_s = (self.profile.request_overhead_s if eng.request_overhead_s is None
+                                   else eng.request_overhead_s)
         self.info = {"kv_cache_tokens": int(kv_tokens), "profile": self.profile.name,
                      "num_adapters": len(self.adapters), "scheduler": scenario.scheduler.name}
 
     def _arrivals(self):
         env, replica = self.env, self.replica
+        overhead = self.request_overhead_s  # the request reaches the scheduler this long after it arrives
         for seq in self.seqs:
-            dt = seq.req.arrival_time_s - env.now
+            dt = seq.req.arrival_time_s + overhead - env.now
             if dt > 0:
                 yield env.timeout(dt)
             if seq.abort_reason:

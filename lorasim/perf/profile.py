@@ -209,6 +209,9 @@ class Profile(BaseModel):
     adapter_load: AdapterLoad
     memory: Memory
     fit: FitStats
+    request_overhead_s: float = Field(default=0.0, ge=0)
+    """Time between a request's arrival at the server and its entry into the scheduler's queue (API server,
+    tokenization; also absorbs first-token streaming), seconds: part of TTFT but of no step."""
 
     @model_validator(mode="after")
     def _check_model(self) -> Profile:

@@ -89,3 +89,15 @@ def test_chunked_prefill_and_budget():
     assert r["ttft_s"] == pytest.approx(0.04)
     assert r["e2el_s"] == pytest.approx(0.05)
     assert math.isnan(res.summary["gpu_adapter_hit_rate"])  # no adapter requests at all
+
+
+def test_request_overhead_delays_queue_entry():
+    # the profile's fitted API/tokenization overhead (6.884 ms for Llama-3.1-8B) precedes the first step
+    base = dict(model={"profile": "llama-3.1-8b_h100-64gb", "step_time": {"kind": "constant", "step_time_s": 0.01}},
+                adapters={"count": 0}, workload={"streams": [single(0.5, None, 8, 2)]})
+    r0 = run(scenario(**base, engine={"kv_cache_tokens": 1024})).requests.iloc[0]
+    r1 = run(scenario(**base, engine={"kv_cache_tokens": 1024, "request_overhead_s": None})).requests.iloc[0]
+    assert r0["ttft_s"] == pytest.approx(0.01) and r0["first_scheduled_time_s"] == pytest.approx(0.5)
+    assert r1["first_scheduled_time_s"] == pytest.approx(0.5 + 0.006884)
+    assert r1["ttft_s"] == pytest.approx(0.006884 + 0.01)
+    assert r1["arrival_time_s"] == 0.5  # arrival stays the client's time
