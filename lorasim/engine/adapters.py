@@ -47,8 +47,6 @@ class AdapterStore:
         self.recorder = recorder
         self.gpu: dict[str, object] = {}  # adapter -> READY or the Event that fires when its load completes
         self.cpu: dict[str, object] = {}  # adapter -> READY or loading Event
-        self.num_gpu_loads = 0
-        self.num_disk_loads = 0
 
     # ---- queries -------------------------------------------------------------------------------------------
     def is_ready(self, adapter: str) -> bool:
@@ -178,9 +176,6 @@ class AdapterStore:
         policy.on_insert(a, self.env.now)
         if to_gpu:
             self.cpu_policy.on_use(a, self.env.now)
-            self.num_gpu_loads += 1
-        else:
-            self.num_disk_loads += 1
         self.recorder.on_adapter_load(name, a, start, self.env.now, size)
         done.succeed()
 

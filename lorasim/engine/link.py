@@ -21,12 +21,10 @@ class Link:
         self.name = name
         self.cost = cost
         self._res = simpy.Resource(env, capacity=1)
-        self.busy_s = 0.0
 
     def transfer(self, size_bytes: int):
         """SimPy generator: wait for the link, then hold it for the transfer time."""
         with self._res.request() as req:
             yield req
             dt = self.cost.transfer_time_s(size_bytes)
-            self.busy_s += dt
             yield self.env.timeout(dt)

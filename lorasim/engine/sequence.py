@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from lorasim.workload.request import Request
@@ -48,7 +48,6 @@ class Seq:
     last_token_time_s: float = float("nan")
     finish_time_s: float = float("nan")
     abort_reason: str = ""
-    extra: dict = field(default_factory=dict)  # policy-private annotations (e.g. virtual counters)
 
     # Token counters. A sequence in steady decode lives in its replica's DecodeGroup, which advances every member by
     # one token per step without touching it; its counters are then derived from the group's step clock.

@@ -176,7 +176,6 @@ class PlanBuilder:
         self.plan = StepPlan(stats=self.stats, num_new_blocks=0, adapter_order=[])
         self._running = list(view.running)  # the running list as it stands after planned preemptions
         self.num_running = len(self._running)
-        self._admitted: set[int] = set()  # request ids admitted from waiting
 
     @property
     def preempted_any(self) -> bool:
@@ -286,11 +285,7 @@ class PlanBuilder:
             return Admit.NO_KV
         self._add(seq, n, need)
         self.num_running += 1
-        self._admitted.add(seq.request_id)
         return Admit.OK
-
-    def is_admitted(self, seq: Seq) -> bool:
-        return seq.request_id in self._admitted
 
     def _add(self, seq: Seq, n: int, need_blocks: int) -> None:
         plan = self.plan
