@@ -12,10 +12,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from lorasim.calibrate.cli import calibrate_app
 from lorasim.errors import LorasimError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Discrete-event simulator of multi-LoRA LLM serving (vLLM semantics).")
+app.add_typer(calibrate_app, name="calibrate")
 console = Console()
 
 SUMMARY_ROWS = (

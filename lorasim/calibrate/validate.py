@@ -67,6 +67,7 @@ def build_scenario(row: dict) -> dict:
     rates = [float(v) for v in str(row["adapter_rate_values"]).split()]
     return {
         "seed": 0,
+        "horizon_s": float(row["total_time_arg_s"]),  # the benchmark's window: later finishes do not count
         "model": {"profile": PROFILES[row["model"]]},
         "adapters": {"count": int(row["n_adapters"]), "ranks": ranks},
         "workload": {

@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Union
 
 from pydantic import Field
 
-from lorasim._model import InputModel
+from lorasim._model import MAX_TIME_S, InputModel
 
 from lorasim.config.engine import EngineConfig
 from lorasim.config.policy import EvictionConfig, SchedulerConfig
@@ -67,3 +67,7 @@ class Scenario(InputModel):
     scheduler: SchedulerConfig = SchedulerConfig()
     eviction: EvictionConfig = EvictionConfig()
     output: OutputConfig = OutputConfig()
+    horizon_s: float | None = Field(default=None, gt=0, le=MAX_TIME_S)
+    """Stop the simulation at this time (s). Requests not finished by then are reported as unfinished (column
+    ``unfinished``, ``num_unfinished``), as vLLM's fixed-window serving benchmark counts only the requests finished
+    inside its window. Unset: run until every request has finished or been aborted."""

@@ -11,6 +11,7 @@ from lorasim.engine.adapters import AdapterStore
 from lorasim.engine.decodes import DecodeGroup
 from lorasim.engine.kvcache import KVCache
 from lorasim.engine.sequence import Seq, SeqStatus
+from lorasim.engine.waiting import WaitingQueue
 from lorasim.errors import PolicyError
 from lorasim.perf.base import BatchStats, StepTimeModel
 from lorasim.policies.base import ReplicaView, Scheduler, SchedulerLimits, StepPlan, add_tokens
@@ -47,11 +48,10 @@ class Replica:
         self.recorder = recorder
         self.overlapped_loads = overlapped_loads
         self.check_invariants = check_invariants
-        self.waiting: list[Seq] = []
+        self.waiting = WaitingQueue()
         self.waiting_by_adapter: dict[str | None, deque[Seq]] = {}  # adapter -> its waiting seqs in queue order
-        self._tail_qpos = 0  # next queue position at the tail (arrivals)
-        self._head_qpos = -1  # next queue position at the head (preempted requests)
-        self.running: list[Seq] = []
+        self._running: dict[Seq, None] = {}  # the running set in admission order; O(1) removal
+        self._running_list: list[Seq] | None = []
         self.decodes = DecodeGroup(kv.block_size)  # steady decoders, advanced in aggregate
         self.arrivals_done = False
         self._wakeup = env.event()
@@ -61,6 +61,14 @@ class Replica:
     def num_steps(self) -> int:
         """Engine steps completed."""
         return self.decodes.step
+
+    @property
+    def running(self) -> list[Seq]:
+        """The running sequences in admission order (vLLM's ``self.running``); do not mutate the list."""
+        lst = self._running_list
+        if lst is None:
+            lst = self._running_list = list(self._running)
+        return lst
 
     # ---- inputs --------------------------------------------------------------------------------------------
     def submit(self, seq: Seq) -> None:
@@ -72,8 +80,6 @@ class Replica:
             seq.finish_time_s = self.env.now
             self.recorder.on_abort(seq, self.env.now)
             return
-        seq._qpos = self._tail_qpos
-        self._tail_qpos += 1
         self.waiting.append(seq)
         self.waiting_by_adapter.setdefault(seq.adapter, deque()).append(seq)
         self.recorder.on_arrival(seq, self.env.now)
@@ -225,26 +231,24 @@ class Replica:
     def _apply_preemptions(self, plan: StepPlan) -> None:
         if not plan.preempted:
             return
-        victims = {id(s) for s in plan.preempted}
-        self.running = [s for s in self.running if id(s) not in victims]
+        for s in plan.preempted:
+            del self._running[s]
+        self._running_list = None
         for s in plan.preempted:  # chosen from the back: prepending each keeps their relative order
             self.kv.free(s.num_blocks)
             s.num_blocks = 0
             s.num_computed_tokens = 0
             s.num_preemptions += 1
             s.status = SeqStatus.WAITING
-            s._qpos = self._head_qpos
-            self._head_qpos -= 1
-            self.waiting.insert(0, s)
+            self.waiting.appendleft(s)
             self.waiting_by_adapter.setdefault(s.adapter, deque()).appendleft(s)
             self.recorder.on_preempt(s, self.env.now)
 
     def _admit(self, plan: StepPlan, now_s: float, new_blocks: int) -> None:
         admitted = [s for s, _ in plan.scheduled if s.status is SeqStatus.WAITING]
         if admitted:
-            ids = {id(s) for s in admitted}
-            self.waiting = [s for s in self.waiting if id(s) not in ids]
             for s in admitted:
+                self.waiting.remove(s)
                 q = self.waiting_by_adapter[s.adapter]
                 if q[0] is s:
                     q.popleft()
@@ -259,12 +263,15 @@ class Replica:
                     if s.adapter is not None:
                         s.adapter_hit = self.store.is_ready(s.adapter)
                     self.recorder.on_admit(s, now_s)
-                self.running.append(s)
+                self._running[s] = None
+            self._running_list = None
         self.kv.allocate(new_blocks)  # per-sequence block counts are brought up to date when the step ends
 
     def _complete(self, seq: Seq, now_s: float) -> None:
         """The sequence produced its last token: free its KV blocks and record it."""
         seq.status = SeqStatus.FINISHED
+        del self._running[seq]
+        self._running_list = None
         seq.finish_time_s = now_s
         self.kv.free(seq.num_blocks)
         seq.num_blocks = 0
@@ -275,7 +282,6 @@ class Replica:
         now = self.env.now
         prev_end = self._last_step_end_s
         num_bulk_itl = 0
-        finished = False
         rec = self.recorder
         bs = self.kv.block_size
         for seq, n in plan.scheduled:
@@ -297,7 +303,6 @@ class Replica:
             seq.last_token_time_s = now
             if seq.num_output_tokens >= seq.max_output_tokens:
                 self._complete(seq, now)
-                finished = True
         g = self.decodes
         finishing = g.finishing() if plan.bulk_decode else []
         num_bulk_itl += g.num  # every member decoded one token; each had its last one when the previous step ended
@@ -306,9 +311,6 @@ class Replica:
             g.remove(seq)
             seq.last_token_time_s = now
             self._complete(seq, now)
-            finished = True
-        if finished:
-            self.running = [s for s in self.running if s.status is SeqStatus.RUNNING]
         # sequences that now decode one token per step join the group
         joiners = self.running if not plan.bulk_decode else (s for s, _ in plan.scheduled)
         for seq in joiners:

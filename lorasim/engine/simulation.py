@@ -165,13 +165,14 @@ class Simulation:
         replica.wake()
 
     def run(self) -> Results:
-        """Run to completion (every request finished or aborted) and return the results."""
+        """Run to completion (every request finished or aborted), or to ``horizon_s``, and return the results."""
         t0 = time.perf_counter()
         self.env.process(self._arrivals())
         self.env.process(self.replica.run())
-        self.env.run()
+        horizon = self.scenario.horizon_s
+        self.env.run(until=horizon)
         lost = [s.request_id for s in self.seqs if s.status not in (SeqStatus.FINISHED, SeqStatus.ABORTED)]
-        if lost:
+        if lost and horizon is None:
             raise RuntimeError(f"{len(lost)} requests neither finished nor aborted (first: {lost[:5]}); this is a bug")
         rec = self.recorder
         return Results(

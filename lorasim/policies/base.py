@@ -56,7 +56,8 @@ class ReplicaView:
     Attributes:
         limits: engine limits.
         running: the running set in admission order (vLLM's ``self.running``).
-        waiting: the waiting queue, head first (preempted requests are put back at the head).
+        waiting: the waiting queue, head first (preempted requests are put back at the head): iterate it, or use
+            ``reversed``, ``len`` and ``[0]``; the engine's is a :class:`~lorasim.engine.waiting.WaitingQueue`.
         kv_free_blocks: free KV blocks now.
         kv_total_blocks: KV capacity in blocks.
         gpu_adapters: adapters resident (or being loaded) in GPU slots (a live, read-only view).
@@ -70,7 +71,7 @@ class ReplicaView:
 
     limits: SchedulerLimits
     running: Sequence[Seq]
-    waiting: Sequence[Seq]
+    waiting: Collection[Seq]
     kv_free_blocks: int
     kv_total_blocks: int
     gpu_adapters: Collection[str]

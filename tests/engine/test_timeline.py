@@ -101,3 +101,36 @@ def test_request_overhead_delays_queue_entry():
     assert r1["first_scheduled_time_s"] == pytest.approx(0.5 + 0.006884)
     assert r1["ttft_s"] == pytest.approx(0.006884 + 0.01)
     assert r1["arrival_time_s"] == 0.5  # arrival stays the client's time
+
+
+def test_horizon_stops_the_run_and_reports_unfinished():
+    # the same timeline cut at 0.175 s: r0 and r1 are mid-way through step 3 (0.17-0.18), so neither finishes;
+    # both have their first token (0.16 and 0.17), and nothing is dropped from the requests table.
+    sc = scenario(
+        model={"profile": "llama-3.1-8b_h100-64gb", "step_time": {"kind": "constant", "step_time_s": 0.01}},
+        adapters={"names": ["a"], "ranks": 8},
+        workload={"streams": [single(0.0, "a", 4, 3, "r0"), single(0.015, "a", 4, 2, "r1")]},
+        engine={"max_loras": 1, "kv_cache_tokens": 1024, **FIXED_LINKS},
+        horizon_s=0.175,
+    )
+    res = run(sc)
+    r = res.requests.set_index("request_id")
+    assert list(r["unfinished"]) == [True, True] and not r["aborted"].any()
+    assert r["finish_time_s"].isna().all()
+    assert list(r["first_token_time_s"].round(6)) == [0.16, 0.17]
+    m = res.summary
+    assert (m["num_requests"], m["num_completed"], m["num_unfinished"], m["num_aborted"]) == (2, 0, 2, 0)
+    assert list(res.steps["start_time_s"].round(6)) == [0.0, 0.16]  # the step in flight at the horizon is not recorded
+
+
+def test_horizon_after_the_last_finish_changes_nothing(res):
+    sc = scenario(
+        model={"profile": "llama-3.1-8b_h100-64gb", "step_time": {"kind": "constant", "step_time_s": 0.01}},
+        adapters={"names": ["a"], "ranks": 8},
+        workload={"streams": [single(0.0, "a", 4, 3, "r0"), single(0.015, "a", 4, 2, "r1")]},
+        engine={"max_loras": 1, "kv_cache_tokens": 1024, **FIXED_LINKS},
+        horizon_s=10.0,
+    )
+    late = run(sc)
+    assert late.summary["num_unfinished"] == 0
+    assert late.requests.drop(columns="unfinished").equals(res.requests.drop(columns="unfinished"))
