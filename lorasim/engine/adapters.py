@@ -60,11 +60,10 @@ class AdapterStore:
         """True while any transfer is in flight."""
         return any(st is not READY for st in self.gpu.values()) or any(st is not READY for st in self.cpu.values())
 
-    def touch(self, adapters: Iterable[str], now_s: float) -> None:
+    def touch(self, adapters: list[str], now_s: float) -> None:
         """Mark ``adapters`` used by a step (both tiers' recency)."""
-        for a in adapters:
-            self.gpu_policy.on_use(a, now_s)
-            self.cpu_policy.on_use(a, now_s)
+        self.gpu_policy.on_use_many(adapters, now_s)
+        self.cpu_policy.on_use_many(adapters, now_s)
 
     # ---- loading -------------------------------------------------------------------------------------------
     def ensure(self, adapters: list[str], protect: set[str]):

@@ -48,6 +48,10 @@ class DecodeGroup:
         due = self._block_due.get(self.step)
         return len(due) if due else 0
 
+    def is_due(self, seq: Seq) -> bool:
+        """True when member ``seq`` needs a new KV block in the step about to run."""
+        return self._due_step.get(id(seq)) == self.step
+
     def add(self, seq: Seq) -> None:
         """Join a sequence whose next step decodes one token (prefill done, not finished)."""
         c, g, step = seq._c, seq._g, self.step

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from collections import deque
 
+import numpy as np
 import simpy
 
 from lorasim.engine.adapters import AdapterStore
+from lorasim.engine.arrivals import ArrivalFeed
 from lorasim.engine.decodes import DecodeGroup
 from lorasim.engine.kvcache import KVCache
 from lorasim.engine.sequence import Seq, SeqStatus
@@ -29,6 +31,7 @@ class Replica:
         kv: KV cache.
         perf: step-time model.
         recorder: metrics hooks.
+        feed: the requests, pulled by the loop as they fall due (:meth:`take_arrivals`).
         overlapped_loads: prefetch adapters of queued requests as soon as a slot can take them.
         check_invariants: re-derive and validate every plan from scratch each step (tests); otherwise plans made
             by :class:`~lorasim.policies.base.PlanBuilder` are trusted for their batch summary, and only plans
@@ -36,8 +39,8 @@ class Replica:
     """
 
     def __init__(self, env: simpy.Environment, replica_id: int, limits: SchedulerLimits, scheduler: Scheduler,
-                 store: AdapterStore, kv: KVCache, perf: StepTimeModel, recorder, overlapped_loads: bool = False,
-                 check_invariants: bool = False):
+                 store: AdapterStore, kv: KVCache, perf: StepTimeModel, recorder, feed: ArrivalFeed,
+                 overlapped_loads: bool = False, check_invariants: bool = False):
         self.env = env
         self.replica_id = replica_id
         self.limits = limits
@@ -53,7 +56,7 @@ class Replica:
         self._running: dict[Seq, None] = {}  # the running set in admission order; O(1) removal
         self._running_list: list[Seq] | None = []
         self.decodes = DecodeGroup(kv.block_size)  # steady decoders, advanced in aggregate
-        self.arrivals_done = False
+        self.feed = feed
         self._wakeup = env.event()
         self._last_step_end_s = -1.0
 
@@ -71,42 +74,62 @@ class Replica:
         return lst
 
     # ---- inputs --------------------------------------------------------------------------------------------
-    def submit(self, seq: Seq) -> None:
-        """A request arrives: queue it (or abort it if it can never be served) and wake the loop."""
-        reason = self._unservable(seq)
-        if reason:
+    def take_arrivals(self, now_s: float) -> None:
+        """Queue every request of the feed due by ``now_s`` (each at its own arrival time) and wake the loop."""
+        arrived = self.feed.pop_due(now_s)
+        for seq, t in arrived:
+            self.submit(seq, t)
+        if arrived:
+            if self.overlapped_loads and self.waiting:
+                self._prefetch(self.scheduler.prefetch_order(self._view()))
+            self.wake()
+
+    def submit(self, seq: Seq, arrival_s: float) -> None:
+        """A request reaches the scheduler at ``arrival_s``: queue it, or abort it if it can never be served."""
+        if seq.abort_reason:  # set by mark_unservable or the workload (max_model_len)
             seq.status = SeqStatus.ABORTED
-            seq.abort_reason = reason
-            seq.finish_time_s = self.env.now
-            self.recorder.on_abort(seq, self.env.now)
+            seq.finish_time_s = arrival_s
+            self.recorder.on_abort(seq, arrival_s)
             return
         self.waiting.append(seq)
         self.waiting_by_adapter.setdefault(seq.adapter, deque()).append(seq)
-        self.recorder.on_arrival(seq, self.env.now)
-        if self.overlapped_loads:
-            self._prefetch(self.scheduler.prefetch_order(self._view()))
-        self.wake()
+        self.recorder.on_arrival(seq, arrival_s)
 
     def wake(self) -> None:
         if not self._wakeup.triggered:
             self._wakeup.succeed()
 
-    def _unservable(self, seq: Seq) -> str:
-        total = seq.num_prompt_tokens + seq.max_output_tokens
-        if self.kv.blocks_for(total) > self.kv.total_blocks:
-            return f"prompt+output {total} tokens exceed the KV cache ({self.kv.total_blocks * self.kv.block_size} tokens)"
-        if not self.limits.enable_chunked_prefill and total > self.limits.max_num_batched_tokens:
-            return (f"prompt+output {total} tokens exceed max_num_batched_tokens "
-                    f"{self.limits.max_num_batched_tokens} with chunked prefill disabled")
-        return ""
+    def mark_unservable(self, seqs: list[Seq], total_tokens: np.ndarray) -> None:
+        """Give every sequence that can never be served an ``abort_reason`` (it is aborted when it arrives).
+
+        Args:
+            seqs: the workload's sequences.
+            total_tokens: prompt + output tokens of each, shape ``(len(seqs),)``.
+        """
+        kv, lim = self.kv, self.limits
+        too_big = -(-total_tokens // kv.block_size) > kv.total_blocks
+        if not lim.enable_chunked_prefill:
+            too_big |= total_tokens > lim.max_num_batched_tokens
+        for i in np.flatnonzero(too_big).tolist():
+            seq, total = seqs[i], int(total_tokens[i])
+            if seq.abort_reason:
+                continue
+            if kv.blocks_for(total) > kv.total_blocks:
+                seq.abort_reason = (f"prompt+output {total} tokens exceed the KV cache "
+                                    f"({kv.total_blocks * kv.block_size} tokens)")
+            else:
+                seq.abort_reason = (f"prompt+output {total} tokens exceed max_num_batched_tokens "
+                                    f"{lim.max_num_batched_tokens} with chunked prefill disabled")
 
     # ---- the loop ------------------------------------------------------------------------------------------
     def run(self):
         """SimPy process: the step loop."""
-        env = self.env
+        env, feed = self.env, self.feed
         while True:
+            if feed.next_due_s <= env.now:
+                self.take_arrivals(env.now)
             if not self.running and not self.waiting:
-                if self.arrivals_done:
+                if feed.exhausted:
                     return
                 yield from self._idle()
                 continue
@@ -117,7 +140,7 @@ class Replica:
                 if plan.preempted:
                     self._apply_preemptions(plan)
                     continue
-                if not self.running and self.arrivals_done and not self.store.loading():
+                if not self.running and feed.exhausted and not self.store.loading():
                     raise PolicyError(
                         f"scheduler {self.scheduler.name!r} admitted nothing at t={env.now:.3f}s with an idle replica "
                         f"and {len(self.waiting)} waiting requests (liveness violation)")
@@ -143,8 +166,10 @@ class Replica:
                 self._prefetch(self.scheduler.prefetch_order(self._view()))
 
     def _idle(self):
+        """Sleep until the next request falls due or something wakes the loop."""
         self._wakeup = self.env.event()
-        yield self._wakeup
+        dt = self.feed.next_due_s - self.env.now
+        yield self.env.timeout(dt) if dt < math.inf else self._wakeup
 
     def _view(self) -> ReplicaView:
         return ReplicaView(
@@ -193,7 +218,7 @@ class Replica:
         bs = self.kv.block_size
         batch = plan.scheduled
         if plan.bulk_decode:
-            batch = [(m, 1) for m in self.decodes.members()] + batch
+            batch = [(m, 1) for m in self.decodes.members() if id(m) not in preempted] + batch
         for seq, n in batch:
             if id(seq) in seen or id(seq) in preempted:
                 raise PolicyError(f"scheduler {name!r} scheduled request {seq.request_id} twice or after preempting it")
@@ -231,8 +256,12 @@ class Replica:
     def _apply_preemptions(self, plan: StepPlan) -> None:
         if not plan.preempted:
             return
+        g = self.decodes
         for s in plan.preempted:
             del self._running[s]
+            if s._group is not None:
+                g.remove(s)  # a bulk-decode plan preempted a steady decoder: write its counters back first
+                s.last_token_time_s = self._last_step_end_s
         self._running_list = None
         for s in plan.preempted:  # chosen from the back: prepending each keeps their relative order
             self.kv.free(s.num_blocks)

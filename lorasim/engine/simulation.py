@@ -11,6 +11,7 @@ import simpy
 
 from lorasim.config.scenario import Scenario
 from lorasim.engine.adapters import AdapterStore
+from lorasim.engine.arrivals import ArrivalFeed
 from lorasim.engine.kvcache import KVCache
 from lorasim.engine.link import Link
 from lorasim.engine.replica import Replica
@@ -128,46 +129,46 @@ class Simulation:
         limits = SchedulerLimits(eng.max_num_seqs, eng.max_num_batched_tokens, eng.max_loras,
                                  eng.enable_chunked_prefill, eng.block_size)
         max_len = eng.max_model_len
-        self.replica = Replica(self.env, 0, limits, scenario.scheduler.build(), store,
-                               KVCache(kv_tokens, eng.block_size), self.perf, self.recorder,
-                               overlapped_loads=eng.adapter_load == "overlapped",
-                               check_invariants=check_invariants)
         self.seqs = [Seq(req=r, adapter=r.adapter, num_prompt_tokens=r.prompt_tokens,
                          max_output_tokens=r.output_tokens) for r in self.requests]
         if max_len is not None:
             for s in self.seqs:
                 if s.num_prompt_tokens + s.max_output_tokens > max_len:
                     s.abort_reason = f"prompt+output {s.num_prompt_tokens + s.max_output_tokens} > max_model_len {max_len}"
+        self.request_overhead_s = (self.profile.request_overhead_s if eng.request_overhead_s is None
+                                   else eng.request_overhead_s)
+        # a request reaches the scheduler request_overhead_s after it arrives (API server, tokenization)
+        due_s = (arrays.arrival_s + self.request_overhead_s).tolist()
+        self.replica = Replica(self.env, 0, limits, scenario.scheduler.build(), store,
+                               KVCache(kv_tokens, eng.block_size), self.perf, self.recorder,
+                               ArrivalFeed(self.seqs, due_s),
+                               overlapped_loads=eng.adapter_load == "overlapped",
+                               check_invariants=check_invariants)
+        self.replica.mark_unservable(self.seqs, arrays.prompt_tokens + arrays.output_tokens)
         # the scenario as run: defaults that depend on other fields made explicit (KV capacity and link costs left
         # unset stay derived from the profile, so that editing max_loras in the resolved file still moves them)
         resolved = scenario.model_dump(mode="python")
         resolved["engine"].update(max_cpu_loras=eng.cpu_loras, enable_lora=self.lora_enabled)
         self.resolved = Scenario.model_validate(resolved)
-        self.request_overhead_s = (self.profile.request_overhead_s if eng.request_overhead_s is None
-                                   else eng.request_overhead_s)
         self.info = {"kv_cache_tokens": int(kv_tokens), "profile": self.profile.name,
                      "num_adapters": len(self.adapters), "scheduler": scenario.scheduler.name}
 
     def _arrivals(self):
-        env, replica = self.env, self.replica
-        overhead = self.request_overhead_s  # the request reaches the scheduler this long after it arrives
-        for seq in self.seqs:
-            dt = seq.req.arrival_time_s + overhead - env.now
+        """SimPy process (overlapped loads only): hand each request to the replica the moment it is due, so that
+        its adapter can be prefetched while a step is in flight. Blocking mode needs no process: the replica pulls
+        due requests between steps."""
+        env, replica, feed = self.env, self.replica, self.replica.feed
+        while not feed.exhausted:
+            dt = feed.next_due_s - env.now
             if dt > 0:
                 yield env.timeout(dt)
-            if seq.abort_reason:
-                seq.status = SeqStatus.ABORTED
-                seq.finish_time_s = env.now
-                self.recorder.on_abort(seq, env.now)
-                continue
-            replica.submit(seq)
-        replica.arrivals_done = True
-        replica.wake()
+            replica.take_arrivals(env.now)
 
     def run(self) -> Results:
         """Run to completion (every request finished or aborted), or to ``horizon_s``, and return the results."""
         t0 = time.perf_counter()
-        self.env.process(self._arrivals())
+        if self.replica.overlapped_loads:
+            self.env.process(self._arrivals())
         self.env.process(self.replica.run())
         horizon = self.scenario.horizon_s
         self.env.run(until=horizon)

@@ -15,6 +15,12 @@ The batch sample and the linear fit (:func:`sample_batches`, :func:`features`, :
 :class:`Composer` here is not expressed through those tables: Vidur measured attention for one foreign shape only, so
 its attention is a parametric fit scaled by heads (a ``chunk * (context + chunk)`` term that bilinear table
 interpolation would not reproduce exactly, and the shipped profiles must stay as they are).
+
+For other models and tensor-parallel shards, :func:`operator_tables` expresses the same terms as
+:class:`~lorasim.perf.operators.OperatorTables` (linear ops at a given TP by :func:`load_linear_ops`, attention
+evaluated on grids by :meth:`Attention.prefill_layer_ms` / :meth:`Attention.decode_layer_ms`, the NCCL all-reduce of
+Vidur's ``network/*/all_reduce.csv`` by :func:`load_all_reduce`); :mod:`lorasim.perf.splitwise_check` sets them
+against Splitwise's measured Llama-2-70B iterations.
 """
 
 from __future__ import annotations
@@ -204,10 +210,26 @@ def _pow2_grid(top: int) -> list[float]:
     return out
 
 
+def _extend_top_octave(tokens: np.ndarray, values: np.ndarray, top: float) -> tuple[list[float], list[float]]:
+    """The table plus one point at ``top`` on the least-squares line of its top octave (``tokens >= max / 2``).
+
+    Vidur's token grid is 16 tokens apart at the top, so the last segment's slope (which
+    :func:`~lorasim.perf.operators.interpolate` follows above the grid) is noise; GEMMs are compute-bound there and
+    the top octave's line is their per-token cost. Nothing is added if ``top`` is inside the grid.
+    """
+    xs, ys = tokens.tolist(), values.tolist()
+    if top <= xs[-1]:
+        return xs, ys
+    sel = tokens >= tokens[-1] / 2
+    sel[-2:] = True  # at least a segment
+    slope, icpt = np.polyfit(tokens[sel], values[sel], 1)
+    return xs + [float(top)], ys + [max(float(icpt + slope * top), ys[-1])]
+
+
 def operator_tables(ops: LinearOps, attn: Attention, cpu: tuple[float, float], shape: ModelShape, tp: int = 1,
                     compute_speedup: float = 1.0, bandwidth_speedup: float = 1.0,
                     all_reduce: BytesTable | None = None, max_chunk: int = 16384,
-                    max_context: int = 4096, max_batch: int = 256) -> OperatorTables:
+                    max_context: int = 4096, max_batch: int = 256, max_tokens: int = 65536) -> OperatorTables:
     """Vidur's operators of one model at one tensor-parallel shard as :class:`~lorasim.perf.operators.OperatorTables`.
 
     The terms are :class:`Composer`'s, per GPU shard: ``ops`` loaded at ``tp`` (:func:`load_linear_ops`); LM head =
@@ -216,8 +238,10 @@ def operator_tables(ops: LinearOps, attn: Attention, cpu: tuple[float, float], s
     ``max(num_kv_heads / tp, 1)`` (KV heads are replicated when ``tp`` exceeds them), evaluated on grids. Decode
     attention is bilinear in (batch, kv per seq) and prefill attention linear in context, so the 2-point axes are
     exact; prefill is quadratic in the chunk, exact on the chunk grid (1, 2, 3, 4, 6, 8, 12, ... up to
-    ``max_chunk``), interpolated linearly between. ``all_reduce`` (:func:`load_all_reduce`) is required for ``tp``
-    > 1 by :class:`~lorasim.perf.operators.OperatorStepTimeModel`, which adds two per layer.
+    ``max_chunk``), interpolated linearly between. The token tables (linear ops, embedding, LM head) get one more
+    point at ``max_tokens`` on their top octave's least-squares line (:func:`_extend_top_octave`), so they extrapolate
+    along it. ``all_reduce`` (:func:`load_all_reduce`) is required for ``tp`` > 1 by
+    :class:`~lorasim.perf.operators.OperatorStepTimeModel`, which adds two per layer.
     """
     heads = shape.num_attention_heads / tp / ATTN_Q_HEADS_PER_GPU
     kv_scale = max(shape.num_kv_heads / tp, 1.0) / ATTN_KV_HEADS_PER_GPU
@@ -225,14 +249,18 @@ def operator_tables(ops: LinearOps, attn: Attention, cpu: tuple[float, float], s
     batch_grid, kv_grid = [1.0, float(max_batch)], [0.0, float(max_context)]
     prefill = [[attn.prefill_layer_ms(c, k, heads, compute_speedup) for k in ctx_grid] for c in chunk_grid]
     decode = [[attn.decode_layer_ms(b * kv, kv_scale, bandwidth_speedup) for kv in kv_grid] for b in batch_grid]
-    tokens = ops.tokens.tolist()
+
+    def tokens_table(values: np.ndarray) -> TokensTable:
+        xs, ys = _extend_top_octave(ops.tokens, values, max_tokens)
+        return TokensTable(num_tokens=xs, ms=ys)
+
+    layer = tokens_table(ops.layer_ms)
     return OperatorTables(
-        linear=LinearOpsTable(num_tokens=tokens, ops_ms={"vidur_layer_ops": ops.layer_ms.tolist()}),
+        linear=LinearOpsTable(num_tokens=layer.num_tokens, ops_ms={"vidur_layer_ops": layer.ms}),
         attention_prefill=PrefillAttentionTable(chunk_tokens=chunk_grid, context_tokens=ctx_grid, ms=prefill),
         attention_decode=DecodeAttentionTable(batch_size=batch_grid, kv_tokens_per_seq=kv_grid, ms=decode),
-        lm_head=TokensTable(num_tokens=tokens,
-                            ms=(ops.up_proj_ms * shape.vocab_size / (2 * shape.intermediate_size)).tolist()),
-        embedding=TokensTable(num_tokens=tokens, ms=ops.emb_ms.tolist()),
+        lm_head=tokens_table(ops.up_proj_ms * shape.vocab_size / (2 * shape.intermediate_size)),
+        embedding=tokens_table(ops.emb_ms),
         cpu=BatchTable(batch_size=[0.0, 1.0], ms=[cpu[0], cpu[0] + cpu[1]]),
         all_reduce=all_reduce,
     )

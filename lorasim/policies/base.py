@@ -9,6 +9,7 @@ the adapter cap), so a policy only decides the *order* and the *stop/skip rule* 
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -98,8 +99,9 @@ class StepPlan:
         num_new_blocks: KV blocks the step allocates (after its preemptions freed theirs), filled by
             :class:`PlanBuilder`.
         adapter_order: the step's distinct adapters in order of first appearance, filled by :class:`PlanBuilder`.
-        bulk_decode: every member of the replica's :class:`~lorasim.engine.decodes.DecodeGroup` decodes one token
-            in this step without being listed in ``scheduled`` (set only by :class:`PlanBuilder`).
+        bulk_decode: every member of the replica's :class:`~lorasim.engine.decodes.DecodeGroup` not in
+            ``preempted`` decodes one token in this step without being listed in ``scheduled`` (set only by
+            :class:`PlanBuilder`).
     """
 
     scheduled: list[tuple[Seq, int]] = field(default_factory=list)
@@ -221,9 +223,10 @@ class PlanBuilder:
             i += 1
 
     def _schedule_decodes_in_bulk(self) -> bool:
-        """The same decision as the loop below, in O(prefilling sequences): when the steady decoders come first in
-        the running order, all fit the token budget and their KV blocks, and the sequences after them need no
-        preemption, every decoder gets one token (``plan.bulk_decode``) and the rest are scheduled one by one.
+        """The same decision as the loop below, in O(prefilling sequences + victims): when the steady decoders come
+        first in the running order and fit the token budget, every decoder gets one token (``plan.bulk_decode``) and
+        the rest are scheduled one by one. On KV shortage the victims are the shortest suffix of the running list
+        whose blocks make the rest fit, which is what the loop's preempt-from-the-back arrives at.
 
         Returns:
             False (nothing changed) when the per-sequence loop must decide.
@@ -231,37 +234,65 @@ class PlanBuilder:
         g = self.view.decodes
         running = self._running
         tail = running[g.num:]
-        due = g.blocks_due()
-        if g.num > self.token_budget or due > self.free_blocks or any(s._since >= 0 for s in tail):
+        if g.num > self.token_budget or any(s._since >= 0 for s in tail):
             return False
-        budget, free, bs = self.token_budget - g.num, self.free_blocks - due, self.block_size
-        tail_plan = []
-        for seq in tail:
-            if budget <= 0:
+        bs, free = self.block_size, self.free_blocks
+        due = g.blocks_due()
+        keep = len(running)  # running[:keep] stay; running[keep:] are preempted (from the back)
+        held = 0  # blocks the victims free
+        while True:
+            num_decoders = keep if keep < g.num else g.num
+            budget, avail = self.token_budget - num_decoders, free + held - due
+            tail_plan = []
+            for seq in running[g.num:keep]:
+                if budget <= 0:
+                    break
+                c = seq.num_computed_tokens
+                pending = seq.num_prompt_tokens + seq.num_output_tokens - c
+                n = pending if pending < budget else budget
+                need = (c + n + bs - 1) // bs - seq.num_blocks
+                need = need if need > 0 else 0
+                tail_plan.append((seq, n, need))
+                budget -= n
+                avail -= need
+            if avail >= 0:
                 break
-            c = seq.num_computed_tokens
-            pending = seq.num_prompt_tokens + seq.num_output_tokens - c
-            n = pending if pending < budget else budget
-            need = (c + n + bs - 1) // bs - seq.num_blocks
-            if need > free:
-                return False  # preemption: the per-sequence loop picks the victims
-            need = need if need > 0 else 0
-            tail_plan.append((seq, n, need))
-            budget -= n
-            free -= need
+            if keep <= 1:
+                return False  # nothing fits even alone: the per-sequence loop handles it
+            keep -= 1
+            victim = running[keep]
+            held += victim.num_blocks
+            if keep < g.num and g.is_due(victim):
+                due -= 1
         plan, st = self.plan, self.stats
+        if keep < len(running):
+            victims = running[keep:][::-1]  # in the order the loop would pick them: the last one first
+            plan.preempted.extend(victims)
+            del running[keep:]
+            self.num_running -= len(victims)
+            self.free_blocks += held
+        group_victims = [] if keep >= g.num else plan.preempted[-(g.num - keep):]
         plan.bulk_decode = True
-        self.token_budget -= g.num
+        self.token_budget -= num_decoders
         self.free_blocks -= due
         plan.num_new_blocks += due
-        st.num_decode_seqs += g.num
-        st.num_decode_context_tokens += g.ctx_sum + g.num
+        st.num_decode_seqs += num_decoders
+        st.num_decode_context_tokens += g.ctx_sum + num_decoders
         st.num_lora_tokens += g.num_lora
-        for a in g.adapters:
-            if a not in self.adapters:
-                self.adapters[a] = None
-                plan.adapter_order.append(a)
-                st.num_distinct_adapters += 1
+        adapters = g.adapters.keys()
+        if group_victims:
+            gone: Counter = Counter()
+            for v in group_victims:
+                st.num_decode_context_tokens -= v.num_computed_tokens
+                if v.adapter is not None:
+                    st.num_lora_tokens -= 1
+                    gone[v.adapter] += 1
+            adapters = [a for a, k in g.adapters.items() if k > gone.get(a, 0)]
+        if self.adapters:  # not the first thing this builder scheduled
+            adapters = [a for a in adapters if a not in self.adapters]
+        self.adapters.update(dict.fromkeys(adapters))
+        plan.adapter_order.extend(adapters)
+        st.num_distinct_adapters += len(adapters)
         for seq, n, need in tail_plan:
             self._add(seq, n, need)
         return True
@@ -365,6 +396,11 @@ class EvictionPolicy(ABC):
 
     @abstractmethod
     def on_use(self, adapter: str, now_s: float) -> None: ...
+
+    def on_use_many(self, adapters: list[str], now_s: float) -> None:
+        """A step used ``adapters`` (in this order); default: :meth:`on_use` for each. Override for speed."""
+        for a in adapters:
+            self.on_use(a, now_s)
 
     @abstractmethod
     def on_remove(self, adapter: str) -> None: ...

@@ -52,3 +52,20 @@ def test_configs_exercise_the_fallbacks():
     crowded = lorasim.simulate(lorasim.load_scenario(None, overrides=CONFIGS[2]))
     full = crowded.steps["num_prefill_tokens"] + crowded.steps["num_decode_seqs"] == 32
     assert full.mean() > 0.5  # most steps use the whole 32-token budget: decodes first, then a prefill chunk
+
+
+@pytest.mark.parametrize("overrides", [CONFIGS[1], CONFIGS[4]])
+def test_bulk_decode_preempts_without_dissolving(monkeypatch, overrides):
+    """The KV-shortage configs take the bulk path with victims (so the equivalence above covers it)."""
+    seen = {"bulk_with_victims": 0}
+    original = PlanBuilder._schedule_decodes_in_bulk
+
+    def spy(self):
+        ok = original(self)
+        if ok and self.plan.preempted:
+            seen["bulk_with_victims"] += 1
+        return ok
+
+    monkeypatch.setattr(PlanBuilder, "_schedule_decodes_in_bulk", spy)
+    lorasim.simulate(lorasim.load_scenario(None, overrides=overrides))
+    assert seen["bulk_with_victims"] > 0

@@ -24,6 +24,11 @@ class LruEviction(EvictionPolicy):
     def on_use(self, adapter: str, now_s: float) -> None:
         self._order.move_to_end(adapter)
 
+    def on_use_many(self, adapters: list[str], now_s: float) -> None:
+        move = self._order.move_to_end
+        for a in adapters:
+            move(a)
+
     def on_remove(self, adapter: str) -> None:
         self._order.pop(adapter, None)
 

@@ -1,0 +1,54 @@
+"""Requests in arrival order, handed to a replica in bulk when they are due (no SimPy event per arrival)."""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Sequence
+
+from lorasim.engine.sequence import Seq
+
+
+class ArrivalFeed:
+    """The workload's sequences, sorted by the time they reach the scheduler, with a cursor.
+
+    A request that arrives while a step is in flight is first seen by the next ``schedule()`` either way, so the
+    replica pulls every due request at the top of its loop instead of the simulation spending one SimPy event per
+    arrival; a million queued arrivals then cost a million list appends, not a million events.
+
+    Args:
+        seqs: the sequences, sorted by ``due_s``.
+        due_s: when each reaches the scheduler (arrival time plus the per-request overhead), seconds, non-decreasing,
+            same length as ``seqs``.
+
+    Raises:
+        ValueError: lengths differ or the times decrease.
+    """
+
+    __slots__ = ("_seqs", "_due", "_next")
+
+    def __init__(self, seqs: Sequence[Seq], due_s: Sequence[float]):
+        if len(seqs) != len(due_s):
+            raise ValueError(f"{len(seqs)} sequences but {len(due_s)} due times")
+        if any(b < a for a, b in zip(due_s, due_s[1:])):
+            raise ValueError("due times must be non-decreasing")
+        self._seqs = list(seqs)
+        self._due = [float(t) for t in due_s]
+        self._next = 0
+
+    @property
+    def exhausted(self) -> bool:
+        """Every sequence has been handed out."""
+        return self._next >= len(self._seqs)
+
+    @property
+    def next_due_s(self) -> float:
+        """Due time of the next sequence, or ``inf`` when exhausted."""
+        return self._due[self._next] if self._next < len(self._due) else math.inf
+
+    def pop_due(self, now_s: float) -> list[tuple[Seq, float]]:
+        """Hand out every sequence due at or before ``now_s``, in order, each with its due time."""
+        i = self._next
+        j = bisect_right(self._due, now_s, lo=i)
+        self._next = j
+        return list(zip(self._seqs[i:j], self._due[i:j]))
