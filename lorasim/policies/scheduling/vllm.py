@@ -49,12 +49,23 @@ def admit_eligible(b: PlanBuilder, index, after_qpos: int | None) -> None:
         after_qpos: queue position the scan had reached (requests up to it were already considered).
     """
     lists = [index[a] for a in (*b.adapters, None) if a in index]
-    for seq in heapq.merge(*lists, key=_qpos) if len(lists) > 1 else (lists[0] if lists else ()):
-        if after_qpos is not None and seq._qpos <= after_qpos:
-            continue
-        if b.try_admit(seq) is not Admit.OK:
+    pos = [0] * len(lists)  # next unvisited entry of each list
+    if after_qpos is not None:  # entries up to after_qpos were admitted by the scan already
+        for i, q in enumerate(lists):
+            p, n = 0, len(q)
+            while p < n and q[p]._qpos <= after_qpos:
+                p += 1
+            pos[i] = p
+    heap = [(q[p]._qpos, i) for i, (q, p) in enumerate(zip(lists, pos)) if p < len(q)]
+    heapq.heapify(heap)
+    while heap:
+        i = heap[0][1]
+        q, p = lists[i], pos[i]
+        if b.try_admit(q[p]) is not Admit.OK:
             break
-
-
-def _qpos(seq) -> int:
-    return seq._qpos
+        p += 1
+        pos[i] = p
+        if p < len(q):
+            heapq.heapreplace(heap, (q[p]._qpos, i))
+        else:
+            heapq.heappop(heap)
