@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -164,7 +165,8 @@ def validate(
     group: Optional[str] = typer.Option(None, "--group", help="Only runs of this group."),
     model: Optional[str] = typer.Option(None, "--model", help="Only runs of this model."),
     limit: Optional[int] = typer.Option(None, "--limit", help="At most N runs (evenly spaced by run_dir)."),
-    workers: int = typer.Option(1, "--workers", help="Worker processes (results identical to serial)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes (default: one per CPU; "
+                                          "results identical to serial)."),
     max_rate: Optional[float] = typer.Option(None, "--max-rate", help="Leave out runs offered more than this many "
                                              "requests/s (overloaded runs simulate millions of requests)."),
 ) -> None:
@@ -172,6 +174,8 @@ def validate(
     from lorasim.calibrate.validate import summarize, validate_runs, write_outputs
 
     prepare_out_dir(out)
+    if workers is None:
+        workers = os.cpu_count() or 1
     df, skips = validate_runs(runs, data_dir, group=group, model=model, limit=limit, workers=workers,
                               max_rate=max_rate)
     write_outputs(df, out)

@@ -6,10 +6,11 @@ per-adapter Poisson arrivals with ``adapter_rate_values`` (shuffled assignment) 
 ShareGPT Llama-3 empirical lengths, the run's engine limits (NaN ``max_num_seqs``/``max_num_batched_tokens`` ->
 vLLM V1 defaults 256/2048) and seed 0.
 
-Window rule (as the benchmark's by-time summary): only requests finished at or before the window end count.
-Predicted ``total_tok_s`` = (prompt + output tokens of those) / window, ``req_throughput_rps`` = count / window,
-TTFT mean/p99 over those requests. ``predicted_itl_ms_mean`` is the simulation summary's ``itl_ms_mean`` over all
-requests (not restricted to the window): an acceptable approximation, since ITL barely depends on the cut-off.
+Window rule (as the benchmark's by-time summary): the simulation stops at the window end (``horizon_s``) and only
+requests finished by then count. Predicted ``total_tok_s`` = (prompt + output tokens of those) / window,
+``req_throughput_rps`` = count / window, TTFT mean/p99 over those requests. ``predicted_itl_ms_mean`` is the
+simulation summary's ``itl_ms_mean``: every inter-token gap produced inside the window, including those of requests
+still running at its end (the benchmark counts finished requests only; ITL barely depends on the difference).
 """
 
 from __future__ import annotations

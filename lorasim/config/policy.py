@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from lorasim.errors import PolicyError
 
@@ -15,6 +15,7 @@ class _PolicyConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
     registry_name: ClassVar[str] = ""
+    shared_fields: ClassVar[tuple[str, ...]] = ()  # knobs of every policy of the kind, handled outside the policy
 
     name: str
 
@@ -35,14 +36,15 @@ class _PolicyConfig(BaseModel):
             policy_cls = cls._registry().get(str(data["name"]))
         except PolicyError as exc:
             raise ValueError(str(exc)) from None
-        params = {k: v for k, v in data.items() if k != "name"}
+        shared = {k: data[k] for k in cls.shared_fields if k in data}
+        params = {k: v for k, v in data.items() if k != "name" and k not in shared}
         try:
             validated = policy_cls.Params.model_validate(params)
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(x) for x in err["loc"])
             raise ValueError(f"{data['name']} parameter {loc!r}: {err['msg']}") from None
-        return {"name": data["name"], **validated.model_dump()}
+        return {"name": data["name"], **shared, **validated.model_dump()}
 
     @property
     def params(self) -> dict[str, Any]:
@@ -62,5 +64,18 @@ class SchedulerConfig(_PolicyConfig):
 
 class EvictionConfig(_PolicyConfig):
     registry_name: ClassVar[str] = "eviction"
+    shared_fields: ClassVar[tuple[str, ...]] = ("pinned",)
     name: str = "lru"
     """Eviction policy for both adapter caches, or ``module:Class``."""
+    pinned: tuple[str, ...] = ()
+    """Adapters never chosen as victims, in either cache, whatever the policy (loaded on first use, then kept).
+    Fewer than ``engine.max_loras``. A step that needs more unpinned adapters than the unpinned slots hold evicts a
+    pinned adapter it does not use, as the only way to run (see ``AdapterStore``)."""
+
+    @field_validator("pinned")
+    @classmethod
+    def _distinct(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        twice = sorted({a for a in v if v.count(a) > 1})
+        if twice:
+            raise ValueError(f"adapter {twice[0]!r} is pinned twice")
+        return v

@@ -1,5 +1,5 @@
 """The whole scenario: ``seed``, ``model``, ``workload``, ``adapters``, ``engine``, ``scheduler``, ``eviction``,
-``output``. Validated once at the boundary (pydantic v2, unknown keys rejected, frozen)."""
+``metrics``, ``output``. Validated once at the boundary (pydantic v2, unknown keys rejected, frozen)."""
 
 from __future__ import annotations
 
@@ -44,6 +44,15 @@ class ModelConfig(InputModel):
     """How step times are computed."""
 
 
+class MetricsConfig(InputModel):
+    """How the run judges what it records (thresholds of derived metrics)."""
+
+    starvation_threshold_s: float | None = Field(default=30.0, gt=0, le=MAX_TIME_S)
+    """The starvation watchdog flags a request (column ``starved``, ``num_starved_requests``) once it has waited this
+    long since arrival, never scheduled, at a step that passes it over (admits a request that arrived after it) while a
+    GPU slot is idle or evictable for it (see ``lorasim.engine.starvation``). Unset: no watchdog."""
+
+
 class OutputConfig(InputModel):
     """What a run writes (the CLI's ``--out`` overrides ``dir``)."""
 
@@ -66,6 +75,7 @@ class Scenario(InputModel):
     engine: EngineConfig = EngineConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     eviction: EvictionConfig = EvictionConfig()
+    metrics: MetricsConfig = MetricsConfig()
     output: OutputConfig = OutputConfig()
     horizon_s: float | None = Field(default=None, gt=0, le=MAX_TIME_S)
     """Stop the simulation at this time (s). Requests not finished by then are reported as unfinished (column

@@ -3,6 +3,11 @@
 Follows vLLM's ``LRUCacheWorkerLoRAManager``: a GPU miss copies the adapter from the CPU cache into a slot,
 evicting the policy's victim; a CPU miss first reads it from disk into the CPU cache; evicting an adapter from the
 CPU cache also frees its GPU slot. Adapters the current step needs, and adapters in transit, are never evicted.
+
+Pinned adapters (``eviction.pinned``) are never offered to the eviction policies. The one exception keeps the engine
+live: when a step needs more unpinned adapters than the unpinned slots (or CPU entries) hold and no transfer is in
+flight, the policy chooses among the pinned adapters the step does not use. vLLM's own pinning has no answer there
+(``LRUCache.remove_oldest`` raises once every entry is pinned), and its scheduler does not count pinned slots.
 """
 
 from __future__ import annotations
@@ -31,11 +36,12 @@ class AdapterStore:
         gpu_policy: eviction policy of the GPU slots.
         cpu_policy: eviction policy of the CPU cache.
         recorder: receives ``on_adapter_load`` and ``on_adapter_evict``.
+        pinned: adapters never chosen as victims (but see the module docstring); fewer than ``max_loras``.
     """
 
     def __init__(self, env: simpy.Environment, specs: dict[str, AdapterSpec], max_loras: int, max_cpu_loras: int,
                  disk_link: Link, pcie_link: Link, gpu_policy: EvictionPolicy, cpu_policy: EvictionPolicy,
-                 recorder):
+                 recorder, pinned: Iterable[str] = ()):
         self.env = env
         self.specs = specs
         self.max_loras = max_loras
@@ -45,6 +51,7 @@ class AdapterStore:
         self.gpu_policy = gpu_policy
         self.cpu_policy = cpu_policy
         self.recorder = recorder
+        self.pinned = frozenset(pinned)
         self.gpu: dict[str, object] = {}  # adapter -> READY or the Event that fires when its load completes
         self.cpu: dict[str, object] = {}  # adapter -> READY or loading Event
 
@@ -115,33 +122,47 @@ class AdapterStore:
             yield self.cpu[a]
         yield from self._transfer(a, done, to_gpu=True)
 
-    def _gpu_candidates(self, protect: set[str]) -> set[str]:
-        return {a for a, st in self.gpu.items() if st is READY and a not in protect}
+    def _gpu_candidates(self, protect: set[str], pinned_too: bool = False) -> set[str]:
+        skip = protect if pinned_too or not self.pinned else protect | self.pinned
+        return {a for a, st in self.gpu.items() if st is READY and a not in skip}
 
-    def _cpu_candidates(self, protect: set[str]) -> set[str]:
+    def _cpu_candidates(self, protect: set[str], pinned_too: bool = False) -> set[str]:
         # an adapter being copied to the GPU must stay in the CPU cache until the copy is done
+        skip = protect if pinned_too or not self.pinned else protect | self.pinned
         return {a for a, st in self.cpu.items()
-                if st is READY and a not in protect and self.gpu.get(a, READY) is READY}
+                if st is READY and a not in skip and self.gpu.get(a, READY) is READY}
 
-    def _pending(self, keep: set[str]):
-        """An event that fires when some transfer finishes (preferring transfers of unprotected adapters)."""
+    def _make_room(self, keep: set[str], gpu: bool):
+        """SimPy generator: free one entry of the GPU slots (``gpu``) or of the CPU cache, or wait for a transfer to
+        finish; as a last resort (nothing else evictable, nothing in flight) evict a pinned adapter ``keep`` lacks."""
+        candidates, evict, policy = ((self._gpu_candidates, self._evict_gpu, self.gpu_policy) if gpu
+                                     else (self._cpu_candidates, self._evict_cpu, self.cpu_policy))
+        cands = candidates(keep)
+        if cands:
+            evict(policy.victim(cands))
+            return
+        events = self._pending(keep)
+        if events:
+            yield self.env.any_of(events)
+            return
+        cands = candidates(keep, pinned_too=True)
+        if not cands:
+            raise RuntimeError(f"adapter tiers hold only adapters the step needs (GPU {sorted(self.gpu)}, CPU "
+                               f"{sorted(self.cpu)}); this is a bug: max_cpu_loras >= max_loras must prevent it")
+        evict(policy.victim(cands))
+
+    def _pending(self, keep: set[str]) -> list:
+        """Events that fire when transfers finish (those of unprotected adapters if any); empty when none runs."""
         events = [st for t in (self.gpu, self.cpu) for a, st in t.items() if st is not READY and a not in keep]
         if not events:
             events = [st for t in (self.gpu, self.cpu) for st in t.values() if st is not READY]
-        if not events:
-            raise RuntimeError(f"adapter tiers hold only adapters the step needs (GPU {sorted(self.gpu)}, CPU "
-                               f"{sorted(self.cpu)}); this is a bug: max_cpu_loras >= max_loras must prevent it")
-        return self.env.any_of(events)
+        return events
 
     def _load(self, a: str, keep: set[str]):
         """SimPy generator: bring ``a`` into a GPU slot (through the CPU cache), evicting or waiting as needed."""
         keep = keep | {a}
         while a not in self.gpu and len(self.gpu) >= self.max_loras:
-            cands = self._gpu_candidates(keep)
-            if cands:
-                self._evict_gpu(self.gpu_policy.victim(cands))
-            else:
-                yield self._pending(keep)
+            yield from self._make_room(keep, gpu=True)
         if a in self.gpu:  # another process started this load while we waited
             return
         done = self.env.event()
@@ -151,11 +172,7 @@ class AdapterStore:
             if st is not None:
                 yield st
             elif len(self.cpu) >= self.max_cpu_loras:
-                cands = self._cpu_candidates(keep)
-                if cands:
-                    self._evict_cpu(self.cpu_policy.victim(cands))
-                else:
-                    yield self._pending(keep)
+                yield from self._make_room(keep, gpu=False)
             else:
                 cpu_done = self.env.event()
                 self.cpu[a] = cpu_done
@@ -172,6 +189,7 @@ class AdapterStore:
         size = self.specs[a].size_bytes
         yield from link.transfer(size)
         table[a] = READY
+        policy.on_cost(a, link.cost.transfer_time_s(size))
         policy.on_insert(a, self.env.now)
         if to_gpu:
             self.cpu_policy.on_use(a, self.env.now)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from functools import partial
 
 import numpy as np
 import simpy
@@ -13,6 +14,7 @@ from lorasim.engine.arrivals import ArrivalFeed
 from lorasim.engine.decodes import DecodeGroup
 from lorasim.engine.kvcache import KVCache
 from lorasim.engine.sequence import Seq, SeqStatus
+from lorasim.engine.starvation import StarvationWatch
 from lorasim.engine.waiting import WaitingQueue
 from lorasim.errors import PolicyError
 from lorasim.perf.base import BatchStats, StepTimeModel
@@ -36,11 +38,13 @@ class Replica:
         check_invariants: re-derive and validate every plan from scratch each step (tests); otherwise plans made
             by :class:`~lorasim.policies.base.PlanBuilder` are trusted for their batch summary, and only plans
             without one are checked.
+        starvation: the starvation watchdog, checked once per step (None: off).
     """
 
     def __init__(self, env: simpy.Environment, replica_id: int, limits: SchedulerLimits, scheduler: Scheduler,
                  store: AdapterStore, kv: KVCache, perf: StepTimeModel, recorder, feed: ArrivalFeed,
-                 overlapped_loads: bool = False, check_invariants: bool = False):
+                 overlapped_loads: bool = False, check_invariants: bool = False,
+                 starvation: StarvationWatch | None = None):
         self.env = env
         self.replica_id = replica_id
         self.limits = limits
@@ -51,6 +55,7 @@ class Replica:
         self.recorder = recorder
         self.overlapped_loads = overlapped_loads
         self.check_invariants = check_invariants
+        self.starvation = starvation
         self.waiting = WaitingQueue()
         self.waiting_by_adapter: dict[str | None, deque[Seq]] = {}  # adapter -> its waiting seqs in queue order
         self._running: dict[Seq, None] = {}  # the running set in admission order; O(1) removal
@@ -93,6 +98,8 @@ class Replica:
             return
         self.waiting.append(seq)
         self.waiting_by_adapter.setdefault(seq.adapter, deque()).append(seq)
+        if self.starvation is not None:
+            self.starvation.submit(seq)
         self.recorder.on_arrival(seq, arrival_s)
 
     def wake(self) -> None:
@@ -152,7 +159,9 @@ class Replica:
             else:
                 stats, adapters, new_blocks = plan.stats, plan.adapter_order, plan.num_new_blocks
             self._apply_preemptions(plan)
-            self._admit(plan, start, new_blocks)
+            admitted = self._admit(plan, start, new_blocks)
+            if self.starvation is not None:
+                self.starvation.check(start, admitted, stats.num_distinct_adapters, partial(self._step_seqs, plan))
             missing = self.store.missing(adapters) if adapters else ()
             if missing:
                 yield from self.store.ensure(missing, set(adapters))
@@ -273,7 +282,19 @@ class Replica:
             self.waiting_by_adapter.setdefault(s.adapter, deque()).appendleft(s)
             self.recorder.on_preempt(s, self.env.now)
 
-    def _admit(self, plan: StepPlan, now_s: float, new_blocks: int) -> None:
+    def _step_seqs(self, plan: StepPlan) -> list[Seq]:
+        """Every sequence the step computes (after its preemptions and admissions)."""
+        seqs = [s for s, _ in plan.scheduled]
+        if plan.bulk_decode:
+            seqs.extend(self.decodes.members())
+        return seqs
+
+    def _admit(self, plan: StepPlan, now_s: float, new_blocks: int) -> list[Seq]:
+        """Move the plan's waiting sequences to the running set and allocate the step's KV blocks.
+
+        Returns:
+            The sequences admitted (first admissions and re-admissions after preemption).
+        """
         admitted = [s for s, _ in plan.scheduled if s.status is SeqStatus.WAITING]
         if admitted:
             for s in admitted:
@@ -295,6 +316,7 @@ class Replica:
                 self._running[s] = None
             self._running_list = None
         self.kv.allocate(new_blocks)  # per-sequence block counts are brought up to date when the step ends
+        return admitted
 
     def _complete(self, seq: Seq, now_s: float) -> None:
         """The sequence produced its last token: free its KV blocks and record it."""

@@ -43,6 +43,7 @@ class Seq:
     num_preemptions: int = 0
     adapter_stall_s: float = 0.0  # time this request's steps spent waiting for adapter loads
     adapter_hit: bool | None = None  # adapter already in a GPU slot when first scheduled (None: base model)
+    starved: bool = False  # flagged by the starvation watchdog (lorasim.engine.starvation)
     first_scheduled_time_s: float = float("nan")
     first_token_time_s: float = float("nan")
     last_token_time_s: float = float("nan")

@@ -16,6 +16,7 @@ from lorasim.engine.kvcache import KVCache
 from lorasim.engine.link import Link
 from lorasim.engine.replica import Replica
 from lorasim.engine.sequence import Seq, SeqStatus
+from lorasim.engine.starvation import StarvationWatch
 from lorasim.errors import ConfigError
 from lorasim.metrics.recorder import Recorder
 from lorasim.metrics.results import Results, requests_frame
@@ -68,6 +69,29 @@ def check_adapter_tiers(scenario: Scenario, shape: ModelShape, adapters: list[Ad
                 f"the largest size ({biggest} bytes) but engine.max_cpu_loras is {eng.cpu_loras}")
 
 
+def check_pinned(scenario: Scenario, adapters: list[AdapterSpec]) -> None:
+    """Refuse pinned adapters that do not exist or that would fill a tier.
+
+    Raises:
+        ConfigError: ``eviction.pinned`` names an adapter the scenario does not define, or pins ``max_loras`` or more
+            adapters (``max_cpu_loras`` >= ``max_loras``, so the CPU cache keeps a free entry too).
+    """
+    pinned = scenario.eviction.pinned
+    if not pinned:
+        return
+    names = {a.name for a in adapters}
+    unknown = [a for a in pinned if a not in names]
+    if unknown:
+        known = ", ".join(a.name for a in adapters[:5]) + (", ..." if len(adapters) > 5 else "")
+        raise ConfigError(f"eviction.pinned: adapter {unknown[0]!r} is not defined under adapters "
+                          f"({len(adapters)} defined: {known or 'none'})")
+    eng = scenario.engine
+    for field, cap in (("max_loras", eng.max_loras), ("max_cpu_loras", eng.cpu_loras)):
+        if len(pinned) >= cap:
+            raise ConfigError(f"eviction.pinned: {len(pinned)} adapter(s) pinned but engine.{field} is {cap}; pin "
+                              f"fewer than {field} so that other adapters keep a place")
+
+
 class Simulation:
     """One simulation run: a SimPy environment, its RNG streams, a replica and its recorder.
 
@@ -92,6 +116,7 @@ class Simulation:
         self.shape = resolve_shape(scenario, self.profile)
         self.adapters = build_adapters(scenario.adapters, self.shape, self.rngs)
         check_adapter_tiers(scenario, self.shape, self.adapters)
+        check_pinned(scenario, self.adapters)
         arrays = build_request_arrays(scenario.workload, self.adapters, self.rngs, data_dir)
         self.notes: tuple[str, ...] = tuple(n for n in arrays.notes if n)
         self.requests: list[Request] = arrays.to_requests()
@@ -125,7 +150,7 @@ class Simulation:
             links[name] = Link(self.env, name, cost)
         store = AdapterStore(
             self.env, specs, eng.max_loras, eng.cpu_loras, links["disk_to_cpu"], links["cpu_to_gpu"],
-            scenario.eviction.build(), scenario.eviction.build(), self.recorder)
+            scenario.eviction.build(), scenario.eviction.build(), self.recorder, pinned=scenario.eviction.pinned)
         limits = SchedulerLimits(eng.max_num_seqs, eng.max_num_batched_tokens, eng.max_loras,
                                  eng.enable_chunked_prefill, eng.block_size)
         max_len = eng.max_model_len
@@ -143,7 +168,8 @@ class Simulation:
                                KVCache(kv_tokens, eng.block_size), self.perf, self.recorder,
                                ArrivalFeed(self.seqs, due_s),
                                overlapped_loads=eng.adapter_load == "overlapped",
-                               check_invariants=check_invariants)
+                               check_invariants=check_invariants,
+                               starvation=self._starvation_watch(scenario))
         self.replica.mark_unservable(self.seqs, arrays.prompt_tokens + arrays.output_tokens)
         # the scenario as run: defaults that depend on other fields made explicit (KV capacity and link costs left
         # unset stay derived from the profile, so that editing max_loras in the resolved file still moves them)
@@ -152,6 +178,10 @@ class Simulation:
         self.resolved = Scenario.model_validate(resolved)
         self.info = {"kv_cache_tokens": int(kv_tokens), "profile": self.profile.name,
                      "num_adapters": len(self.adapters), "scheduler": scenario.scheduler.name}
+
+    def _starvation_watch(self, scenario: Scenario) -> StarvationWatch | None:
+        threshold = scenario.metrics.starvation_threshold_s
+        return None if threshold is None else StarvationWatch(threshold, scenario.engine.max_loras, self.recorder)
 
     def _arrivals(self):
         """SimPy process (overlapped loads only): hand each request to the replica the moment it is due, so that

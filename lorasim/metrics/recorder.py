@@ -39,6 +39,10 @@ class Recorder:
     def on_admit(self, seq, now_s: float) -> None:
         pass
 
+    def on_starved(self, seq, now_s: float) -> None:
+        """The starvation watchdog flagged ``seq`` at the step starting at ``now_s`` (once per request)."""
+        self.counters["starved"] += 1
+
     def on_preempt(self, seq, now_s: float) -> None:
         self.counters["preemptions"] += 1
 

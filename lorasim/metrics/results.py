@@ -17,7 +17,7 @@ from lorasim.metrics.summary import summarize
 REQUEST_COLUMNS = (
     "request_id", "replica", "adapter", "arrival_time_s", "prompt_tokens", "output_tokens",
     "first_scheduled_time_s", "first_token_time_s", "finish_time_s", "queue_wait_s", "ttft_s", "e2el_s",
-    "adapter_stall_s", "adapter_hit", "num_preemptions", "aborted", "unfinished", "abort_reason",
+    "adapter_stall_s", "adapter_hit", "num_preemptions", "starved", "aborted", "unfinished", "abort_reason",
 )
 
 
@@ -46,6 +46,7 @@ def requests_frame(seqs, replica_of) -> pd.DataFrame:
         "adapter_stall_s": np.fromiter((s.adapter_stall_s for s in seqs), float, n),
         "adapter_hit": pd.array([s.adapter_hit for s in seqs], dtype="boolean"),
         "num_preemptions": np.fromiter((s.num_preemptions for s in seqs), np.int64, n),
+        "starved": np.fromiter((s.starved for s in seqs), bool, n),
         "aborted": aborted,
         "unfinished": unfinished,
         "abort_reason": pd.array([s.abort_reason for s in seqs], dtype="string"),

@@ -110,6 +110,7 @@ def summarize(requests: pd.DataFrame, steps: pd.DataFrame, events: pd.DataFrame,
     out["adapter_load_wait_s"] = float(steps["load_wait_s"].sum()) if len(steps) else 0.0
     waits = requests["queue_wait_s"].to_numpy()
     out["max_queue_wait_s"] = float(np.nanmax(waits)) if len(waits) and not np.all(np.isnan(waits)) else 0.0
+    out["num_starved_requests"] = int(requests["starved"].sum()) if "starved" in requests else 0
     out["num_preemptions"] = int(requests["num_preemptions"].sum())
     out["num_steps"] = int(len(steps))
     if len(steps):

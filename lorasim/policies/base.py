@@ -381,7 +381,13 @@ class EvictionPolicy(ABC):
     """Chooses which adapter leaves a full cache tier (GPU slots or CPU cache).
 
     The store tells the policy about every insertion, use and removal; ``victim`` picks among the candidates the
-    store allows (adapters not needed by the current step and not being transferred).
+    store allows (adapters not needed by the current step, not being transferred and not pinned by
+    ``eviction.pinned``). Each tier has its own instance.
+
+    Hooks, in the order the store calls them for one adapter: :meth:`on_cost` (optional, default no-op) with the
+    adapter's transfer time into this tier, then :meth:`on_insert` when it is resident; :meth:`on_use` /
+    :meth:`on_use_many` for every step that uses it; :meth:`on_remove` when it is evicted. A policy written before
+    :meth:`on_cost` existed keeps working unchanged.
     """
 
     name: ClassVar[str] = ""
@@ -390,6 +396,11 @@ class EvictionPolicy(ABC):
 
     def __init__(self, params: BaseModel | None = None):
         self.params = params if params is not None else self.Params()
+
+    def on_cost(self, adapter: str, reload_s: float) -> None:
+        """The store is about to insert ``adapter``, whose transfer into this tier takes ``reload_s`` seconds (what
+        evicting it would cost when it is next needed: the CPU->GPU copy for the GPU slots, the disk read for the CPU
+        cache). Called just before each :meth:`on_insert`; default: ignored."""
 
     @abstractmethod
     def on_insert(self, adapter: str, now_s: float) -> None: ...

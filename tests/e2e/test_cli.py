@@ -128,8 +128,9 @@ def test_policies_lists_rules():
     for name in ("vllm", "fcfs-break", "fcfs-grouped", "affinity", "batch-completion", "score", "lru"):
         assert name in p.stdout
     j = json.loads(lorasim_cli("policies", "--json").stdout)
-    assert j["scheduler"] == ["affinity", "batch-completion", "fcfs-break", "fcfs-grouped", "score", "vllm"]
-    assert j["eviction"] == ["lru"]
+    assert j["scheduler"] == ["affinity", "batch-completion", "drain", "edf", "fcfs-break", "fcfs-grouped",
+                              "score", "sjf", "vllm", "vllm-v0", "vtc"]
+    assert j["eviction"] == ["cost-aware", "fifo", "lfu", "lru"]
 
 
 def test_help_mentions_commands():

@@ -36,6 +36,7 @@ def test_select_and_scenario():
     assert sc["adapters"] == {"count": 8, "ranks": [8, 16]}
     assert sc["engine"]["max_num_seqs"] == 256 and sc["engine"]["max_num_batched_tokens"] == 2048  # NaN defaults
     assert sc["workload"]["arrivals"]["assignment"] == "shuffled" and sc["seed"] == 0
+    assert sc["horizon_s"] == sc["workload"]["duration_s"] == runs[0]["total_time_arg_s"]  # stop at the window end
     assert build_scenario(runs[1])["engine"]["max_num_seqs"] == 64
 
 

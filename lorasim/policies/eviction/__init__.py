@@ -1,3 +1,3 @@
 """Built-in eviction policies (one per file); importing this package registers them."""
 
-from lorasim.policies.eviction import lru  # noqa: F401
+from lorasim.policies.eviction import cost_aware, fifo, lfu, lru  # noqa: F401

@@ -3,8 +3,13 @@
 from lorasim.policies.scheduling import (  # noqa: F401
     affinity,
     batch_completion,
+    drain,
+    edf,
     fcfs_break,
     fcfs_grouped,
     score,
+    sjf,
     vllm,
+    vllm_v0,
+    vtc,
 )
