@@ -22,14 +22,14 @@ app.add_typer(calibrate_app, name="calibrate")
 console = Console()
 
 SUMMARY_ROWS = (
-    ("Requests", ("num_requests", "num_completed", "num_aborted", "duration_s")),
+    ("Requests", ("num_requests", "num_completed", "num_aborted", "num_cancelled", "num_unfinished", "duration_s")),
     ("Throughput", ("request_throughput_rps", "output_throughput_tok_s", "total_throughput_tok_s")),
     ("TTFT (ms)", ("ttft_ms_mean", "ttft_ms_p50", "ttft_ms_p90", "ttft_ms_p99")),
     ("TPOT (ms)", ("tpot_ms_mean", "tpot_ms_p50", "tpot_ms_p90", "tpot_ms_p99")),
     ("ITL (ms)", ("itl_ms_mean", "itl_ms_p50", "itl_ms_p90", "itl_ms_p99")),
     ("E2E latency (ms)", ("e2el_ms_mean", "e2el_ms_p50", "e2el_ms_p90", "e2el_ms_p99")),
     ("Adapters", ("gpu_adapter_loads", "disk_adapter_loads", "gpu_adapter_hit_rate", "adapter_load_wait_s")),
-    ("Queue", ("max_queue_wait_s", "num_preemptions", "max_num_waiting", "kv_cache_tokens")),
+    ("Queue", ("max_queue_wait_s", "num_starved_requests", "num_preemptions", "max_num_waiting", "kv_cache_tokens")),
 )
 
 
@@ -110,13 +110,18 @@ def run(
 
 
 @app.command()
-def policies(as_json: bool = typer.Option(False, "--json", help="Print names as JSON by kind.")) -> None:
-    """List every registered policy with its one-line rule."""
+def policies(as_json: bool = typer.Option(
+        False, "--json", help='Print {"scheduler": [...], "eviction": [...], "adapter_memory": [...], "router": [...]}: '
+                              'sorted names by kind, plug-ins included; adapter_memory and router are empty lists '
+                              'until such policies exist.')) -> None:
+    """List every registered policy with its one-line rule (built-ins and plug-ins of the entry-point group
+    `lorasim.policies`)."""
     from lorasim.policies import EVICTIONS, SCHEDULERS
 
     kinds = {"scheduler": SCHEDULERS, "eviction": EVICTIONS}
     if as_json:
-        print(json.dumps({k: r.names() for k, r in kinds.items()}))
+        # adapter_memory and router: kinds of policy without a registry yet, listed empty so the shape is stable
+        print(json.dumps({**{k: r.names() for k, r in kinds.items()}, "adapter_memory": [], "router": []}))
         return
     table = Table(show_header=True, header_style="bold")
     for col in ("kind", "name", "rule"):

@@ -1,4 +1,5 @@
-"""Requests in arrival order, handed to a replica in bulk when they are due (no SimPy event per arrival)."""
+"""Requests in arrival order, and client cancellations in time order, handed to a replica in bulk when they are
+due (no SimPy event per arrival or cancellation)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,36 @@ class ArrivalFeed:
         j = bisect_right(self._due, now_s, lo=i)
         self._next = j
         return list(zip(self._seqs[i:j], self._due[i:j]))
+
+
+class CancelFeed:
+    """Client cancellations in time order, with a cursor: the replica applies the due ones between steps, so
+    cancellation costs no SimPy event per request (and nothing at all when no request is cancelled).
+
+    Args:
+        entries: ``(cancel_time_s, seq)`` pairs, each for a request that reaches the scheduler before it is cancelled
+            (one cancelled earlier is cancelled when it is submitted, see ``Replica.submit``); any order.
+    """
+
+    __slots__ = ("_next", "_seqs", "_times")
+
+    def __init__(self, entries: Sequence[tuple[float, Seq]]):
+        order = sorted(range(len(entries)), key=lambda i: entries[i][0])
+        self._times = [float(entries[i][0]) for i in order]
+        self._seqs = [entries[i][1] for i in order]
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._seqs)
+
+    @property
+    def next_s(self) -> float:
+        """Time of the next cancellation, or ``inf`` when none is left."""
+        return self._times[self._next] if self._next < len(self._times) else math.inf
+
+    def pop_due(self, now_s: float) -> list[Seq]:
+        """Hand out every sequence whose cancellation is due at or before ``now_s``, in time order."""
+        i = self._next
+        j = bisect_right(self._times, now_s, lo=i)
+        self._next = j
+        return self._seqs[i:j]

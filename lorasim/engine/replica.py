@@ -10,7 +10,7 @@ import numpy as np
 import simpy
 
 from lorasim.engine.adapters import AdapterStore
-from lorasim.engine.arrivals import ArrivalFeed
+from lorasim.engine.arrivals import ArrivalFeed, CancelFeed
 from lorasim.engine.decodes import DecodeGroup
 from lorasim.engine.kvcache import KVCache
 from lorasim.engine.sequence import Seq, SeqStatus
@@ -39,12 +39,14 @@ class Replica:
             by :class:`~lorasim.policies.base.PlanBuilder` are trusted for their batch summary, and only plans
             without one are checked.
         starvation: the starvation watchdog, checked once per step (None: off).
+        cancels: client cancellations, applied between steps (None: no request is cancelled; the loop then does no
+            cancellation work at all).
     """
 
     def __init__(self, env: simpy.Environment, replica_id: int, limits: SchedulerLimits, scheduler: Scheduler,
                  store: AdapterStore, kv: KVCache, perf: StepTimeModel, recorder, feed: ArrivalFeed,
                  overlapped_loads: bool = False, check_invariants: bool = False,
-                 starvation: StarvationWatch | None = None):
+                 starvation: StarvationWatch | None = None, cancels: CancelFeed | None = None):
         self.env = env
         self.replica_id = replica_id
         self.limits = limits
@@ -62,6 +64,7 @@ class Replica:
         self._running_list: list[Seq] | None = []
         self.decodes = DecodeGroup(kv.block_size)  # steady decoders, advanced in aggregate
         self.feed = feed
+        self.cancels = cancels
         self._wakeup = env.event()
         self._last_step_end_s = -1.0
 
@@ -95,6 +98,11 @@ class Replica:
             seq.status = SeqStatus.ABORTED
             seq.finish_time_s = arrival_s
             self.recorder.on_abort(seq, arrival_s)
+            return
+        if seq.cancel_at_s <= arrival_s:  # its client gave up before it reached the scheduler
+            seq.status = SeqStatus.CANCELLED
+            seq.cancel_time_s = seq.cancel_at_s
+            self.recorder.on_cancel(seq, seq.cancel_at_s)
             return
         self.waiting.append(seq)
         self.waiting_by_adapter.setdefault(seq.adapter, deque()).append(seq)
@@ -131,10 +139,13 @@ class Replica:
     # ---- the loop ------------------------------------------------------------------------------------------
     def run(self):
         """SimPy process: the step loop."""
-        env, feed = self.env, self.feed
+        env, feed, cancels = self.env, self.feed, self.cancels
         while True:
             if feed.next_due_s <= env.now:
                 self.take_arrivals(env.now)
+            if cancels is not None and cancels.next_s <= env.now:
+                for seq in cancels.pop_due(env.now):
+                    self.cancel(seq, env.now)
             if not self.running and not self.waiting:
                 if feed.exhausted:
                     return
@@ -177,7 +188,10 @@ class Replica:
     def _idle(self):
         """Sleep until the next request falls due or something wakes the loop."""
         self._wakeup = self.env.event()
-        dt = self.feed.next_due_s - self.env.now
+        due = self.feed.next_due_s
+        if self.cancels is not None and self.cancels.next_s < due:
+            due = self.cancels.next_s
+        dt = due - self.env.now
         yield self.env.timeout(dt) if dt < math.inf else self._wakeup
 
     def _view(self) -> ReplicaView:
@@ -317,6 +331,33 @@ class Replica:
             self._running_list = None
         self.kv.allocate(new_blocks)  # per-sequence block counts are brought up to date when the step ends
         return admitted
+
+    def cancel(self, seq: Seq, now_s: float) -> None:
+        """The client cancels ``seq`` (between steps): take it out of the queue, or out of the running set (and the
+        DecodeGroup) freeing its KV blocks; a request already finished, aborted or cancelled is left alone."""
+        st = seq.status
+        if st is SeqStatus.WAITING:
+            self.waiting.remove(seq)
+            q = self.waiting_by_adapter[seq.adapter]
+            if q[0] is seq:
+                q.popleft()
+            else:
+                q.remove(seq)
+            if not q:
+                del self.waiting_by_adapter[seq.adapter]
+        elif st is SeqStatus.RUNNING:
+            if seq._group is not None:
+                self.decodes.remove(seq)  # write its counters back first (as a preempted steady decoder)
+                seq.last_token_time_s = self._last_step_end_s
+            del self._running[seq]
+            self._running_list = None
+            self.kv.free(seq.num_blocks)
+            seq.num_blocks = 0
+        else:
+            return
+        seq.status = SeqStatus.CANCELLED
+        seq.cancel_time_s = now_s
+        self.recorder.on_cancel(seq, now_s)
 
     def _complete(self, seq: Seq, now_s: float) -> None:
         """The sequence produced its last token: free its KV blocks and record it."""

@@ -17,6 +17,7 @@ class SeqStatus(enum.IntEnum):
     RUNNING = 1
     FINISHED = 2
     ABORTED = 3
+    CANCELLED = 4  # cancelled by its client (workload ``cancel_probability``)
 
 
 @dataclass(slots=True, eq=False)
@@ -49,6 +50,8 @@ class Seq:
     last_token_time_s: float = float("nan")
     finish_time_s: float = float("nan")
     abort_reason: str = ""
+    cancel_at_s: float = float("inf")  # when the client cancels it (workload cancel_probability); inf: never
+    cancel_time_s: float = float("nan")  # when the engine applied the cancellation (NaN: not cancelled)
 
     # Token counters. A sequence in steady decode lives in its replica's DecodeGroup, which advances every member by
     # one token per step without touching it; its counters are then derived from the group's step clock.

@@ -11,7 +11,7 @@ import simpy
 
 from lorasim.config.scenario import Scenario
 from lorasim.engine.adapters import AdapterStore
-from lorasim.engine.arrivals import ArrivalFeed
+from lorasim.engine.arrivals import ArrivalFeed, CancelFeed
 from lorasim.engine.kvcache import KVCache
 from lorasim.engine.link import Link
 from lorasim.engine.replica import Replica
@@ -164,12 +164,13 @@ class Simulation:
                                    else eng.request_overhead_s)
         # a request reaches the scheduler request_overhead_s after it arrives (API server, tokenization)
         due_s = (arrays.arrival_s + self.request_overhead_s).tolist()
+        cancels = self._cancel_feed(arrays.cancel_after_s, due_s)
         self.replica = Replica(self.env, 0, limits, scenario.scheduler.build(), store,
                                KVCache(kv_tokens, eng.block_size), self.perf, self.recorder,
                                ArrivalFeed(self.seqs, due_s),
                                overlapped_loads=eng.adapter_load == "overlapped",
                                check_invariants=check_invariants,
-                               starvation=self._starvation_watch(scenario))
+                               starvation=self._starvation_watch(scenario), cancels=cancels)
         self.replica.mark_unservable(self.seqs, arrays.prompt_tokens + arrays.output_tokens)
         # the scenario as run: defaults that depend on other fields made explicit (KV capacity and link costs left
         # unset stay derived from the profile, so that editing max_loras in the resolved file still moves them)
@@ -178,6 +179,19 @@ class Simulation:
         self.resolved = Scenario.model_validate(resolved)
         self.info = {"kv_cache_tokens": int(kv_tokens), "profile": self.profile.name,
                      "num_adapters": len(self.adapters), "scheduler": scenario.scheduler.name}
+
+    def _cancel_feed(self, cancel_after_s: np.ndarray | None, due_s: list[float]) -> CancelFeed | None:
+        """Set each cancelled request's ``cancel_at_s`` (arrival + delay); the cancellations that fall after the
+        request reaches the scheduler go into the replica's feed (the others are applied when it is submitted)."""
+        if cancel_after_s is None:
+            return None
+        entries = []
+        for i in np.flatnonzero(~np.isnan(cancel_after_s)).tolist():
+            seq = self.seqs[i]
+            seq.cancel_at_s = t = seq.req.arrival_time_s + float(cancel_after_s[i])
+            if t > due_s[i]:
+                entries.append((t, seq))
+        return CancelFeed(entries)
 
     def _starvation_watch(self, scenario: Scenario) -> StarvationWatch | None:
         threshold = scenario.metrics.starvation_threshold_s
@@ -195,16 +209,18 @@ class Simulation:
             replica.take_arrivals(env.now)
 
     def run(self) -> Results:
-        """Run to completion (every request finished or aborted), or to ``horizon_s``, and return the results."""
+        """Run to completion (every request finished, aborted or cancelled), or to ``horizon_s``; return the results."""
         t0 = time.perf_counter()
         if self.replica.overlapped_loads:
             self.env.process(self._arrivals())
         self.env.process(self.replica.run())
         horizon = self.scenario.horizon_s
         self.env.run(until=horizon)
-        lost = [s.request_id for s in self.seqs if s.status not in (SeqStatus.FINISHED, SeqStatus.ABORTED)]
+        done = (SeqStatus.FINISHED, SeqStatus.ABORTED, SeqStatus.CANCELLED)
+        lost = [s.request_id for s in self.seqs if s.status not in done]
         if lost and horizon is None:
-            raise RuntimeError(f"{len(lost)} requests neither finished nor aborted (first: {lost[:5]}); this is a bug")
+            raise RuntimeError(f"{len(lost)} requests neither finished, aborted nor cancelled (first: {lost[:5]}); "
+                               "this is a bug")
         rec = self.recorder
         return Results(
             requests=requests_frame(self.seqs, lambda s: 0),

@@ -36,6 +36,10 @@ class Recorder:
     def on_abort(self, seq, now_s: float) -> None:
         self.counters["aborted"] += 1
 
+    def on_cancel(self, seq, now_s: float) -> None:
+        """The request's client cancelled it; the engine applied it at ``now_s`` (between steps)."""
+        self.counters["cancelled"] += 1
+
     def on_admit(self, seq, now_s: float) -> None:
         pass
 

@@ -18,6 +18,7 @@ REQUEST_COLUMNS = (
     "request_id", "replica", "adapter", "arrival_time_s", "prompt_tokens", "output_tokens",
     "first_scheduled_time_s", "first_token_time_s", "finish_time_s", "queue_wait_s", "ttft_s", "e2el_s",
     "adapter_stall_s", "adapter_hit", "num_preemptions", "starved", "aborted", "unfinished", "abort_reason",
+    "cancelled", "cancel_time_s",
 )
 
 
@@ -29,7 +30,9 @@ def requests_frame(seqs, replica_of) -> pd.DataFrame:
     first_tok = np.fromiter((s.first_token_time_s for s in seqs), float, n)
     finish = np.fromiter((s.finish_time_s for s in seqs), float, n)
     aborted = np.fromiter((s.abort_reason != "" for s in seqs), bool, n)
-    unfinished = ~aborted & np.isnan(finish)  # still queued or running when the simulation stopped (horizon_s)
+    cancel_time = np.fromiter((s.cancel_time_s for s in seqs), float, n)
+    cancelled = ~np.isnan(cancel_time)  # by its client (workload cancel_probability); never also aborted
+    unfinished = ~aborted & ~cancelled & np.isnan(finish)  # queued or running when the simulation stopped (horizon_s)
     df = pd.DataFrame({
         "request_id": np.fromiter((s.req.request_id for s in seqs), np.int64, n),
         "replica": np.fromiter((replica_of(s) for s in seqs), np.int64, n),
@@ -50,6 +53,8 @@ def requests_frame(seqs, replica_of) -> pd.DataFrame:
         "aborted": aborted,
         "unfinished": unfinished,
         "abort_reason": pd.array([s.abort_reason for s in seqs], dtype="string"),
+        "cancelled": cancelled,
+        "cancel_time_s": cancel_time,
     })
     return df
 

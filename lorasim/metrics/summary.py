@@ -65,13 +65,15 @@ def summarize(requests: pd.DataFrame, steps: pd.DataFrame, events: pd.DataFrame,
         A flat dict of scalars (see README for every key).
     """
     unfinished = requests["unfinished"] if "unfinished" in requests else False
-    done = requests[~requests["aborted"] & ~unfinished]
+    cancelled = requests["cancelled"] if "cancelled" in requests else pd.Series(False, index=requests.index)
+    done = requests[~requests["aborted"] & ~unfinished & ~cancelled]
     n_done = len(done)
     out: dict = {
         "num_requests": int(len(requests)),
         "num_completed": int(n_done),
         "num_aborted": int(requests["aborted"].sum()),
         "num_unfinished": int(requests["unfinished"].sum()) if "unfinished" in requests else 0,
+        "num_cancelled": int(requests["cancelled"].sum()) if "cancelled" in requests else 0,
     }
     if n_done:
         t0 = float(requests["arrival_time_s"].min())

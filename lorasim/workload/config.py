@@ -36,8 +36,32 @@ class _Model(InputModel):
 
 AdapterRef = Union[str, Annotated[int, Field(ge=0)]]
 
+DelayS = Annotated[float, Field(ge=0, le=MAX_TIME_S)]
 
-class SyntheticStream(_Model):
+
+class _Cancellation(_Model):
+    """Client-side cancellation (abort) of a stream's requests, drawn from the ``cancel:<name>`` random stream."""
+
+    cancel_probability: float = Field(default=0.0, ge=0.0, le=1.0)
+    """Each request of the stream is cancelled by its client with this probability (0: never)."""
+    cancel_after_s: DelayS | tuple[DelayS, DelayS] | None = None
+    """When a cancelled request is cancelled, seconds after its arrival: a number (fixed delay) or ``[low, high]``
+    (uniform in that range). Required when ``cancel_probability`` > 0. The engine applies a cancellation between
+    steps: wherever the request is (queued: removed; running: removed and its KV blocks freed; finished: nothing);
+    one that falls during a step takes effect when the step ends (a request that completes in that step counts as
+    completed). Reported as ``cancelled`` (column and ``num_cancelled``), outside the latency statistics."""
+
+    @model_validator(mode="after")
+    def _cancel_delay(self):
+        d = self.cancel_after_s
+        if self.cancel_probability > 0 and d is None:
+            raise ValueError("cancel_probability > 0 needs cancel_after_s (a delay in seconds, or [low, high])")
+        if isinstance(d, tuple) and d[1] < d[0]:
+            raise ValueError(f"cancel_after_s: [low, high] needs low <= high, got {list(d)}")
+        return self
+
+
+class SyntheticStream(_Cancellation):
     """Requests generated from an arrival process, length distributions and an adapter popularity."""
 
     kind: Literal["synthetic"] = "synthetic"
@@ -78,7 +102,7 @@ class SyntheticStream(_Model):
         return self
 
 
-class TraceStream(_Model):
+class TraceStream(_Cancellation):
     """Requests replayed from a trace file (Azure 2023, Mooncake, or lorasim's generic CSV/JSONL).
 
     Order of operations: keep rows with trace time in ``[window_start_s, window_end_s)``; shift so the window start

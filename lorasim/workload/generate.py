@@ -1,10 +1,10 @@
 """Turn a ``workload:`` section and the adapter list into the simulation's requests.
 
 Each stream is generated on its own, with numpy arrays and its own named random streams
-(``arrivals:<name>``, ``lengths:<name>``, ``popularity:<name>``, ``trace-adapters:<name>``; ``<name>`` is the
-stream's ``name`` or its index), so adding or changing one stream never changes another stream's draws. The streams
-are then merged by a stable sort on arrival time (ties: stream order, then order within the stream) and
-``Request`` objects are built once at the end. Nothing is dropped except by explicit config (a stream's
+(``arrivals:<name>``, ``lengths:<name>``, ``popularity:<name>``, ``trace-adapters:<name>``, ``cancel:<name>``;
+``<name>`` is the stream's ``name`` or its index), so adding or changing one stream never changes another stream's
+draws. The streams are then merged by a stable sort on arrival time (ties: stream order, then order within the
+stream) and ``Request`` objects are built once at the end. Nothing is dropped except by explicit config (a stream's
 ``num_requests``/``duration_s``, a trace's window and ``max_requests``); what a trace stream kept is reported in
 ``RequestArrays.notes``.
 """
@@ -42,6 +42,8 @@ class RequestArrays:
         stream_index: int64 index of the stream in ``workload.streams`` that produced the request.
         adapter_names: the scenario's adapter names.
         notes: human-readable facts about the generation (trace rows kept, 0-token fixes).
+        cancel_after_s: float64 delay after arrival at which each request's client cancels it, seconds (NaN: never);
+            None when no stream cancels requests.
     """
 
     arrival_s: np.ndarray
@@ -51,6 +53,7 @@ class RequestArrays:
     stream_index: np.ndarray
     adapter_names: tuple[str, ...]
     notes: tuple[str, ...] = ()
+    cancel_after_s: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.arrival_s)
@@ -98,6 +101,7 @@ def build_request_arrays(
     position = {n: i for i, n in enumerate(names)}  # adapter name -> index
     cache: TableCache = {}
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    cancels: list[np.ndarray] = []
     notes: list[str] = []
     for i, stream in enumerate(cfg.streams):
         where = f"workload.streams[{i}]"
@@ -113,6 +117,7 @@ def build_request_arrays(
             if len(v) and v.min() < 1:
                 raise ConfigError(f"{where}.lengths.{field}: produced a length of {int(v.min())}; lengths must be >= 1")
         parts.append(part)
+        cancels.append(_cancel_delays(stream, len(part[0]), rngs, sname))
     t = np.concatenate([p[0] for p in parts])
     order = np.argsort(t, kind="stable")
     stream_idx = np.concatenate([np.full(len(p[0]), k, dtype=np.int64) for k, p in enumerate(parts)])
@@ -124,7 +129,24 @@ def build_request_arrays(
         stream_index=stream_idx[order],
         adapter_names=tuple(names),
         notes=tuple(notes),
+        cancel_after_s=(np.concatenate(cancels)[order]
+                        if any(s.cancel_probability > 0 for s in cfg.streams) else None),
     )
+
+
+def _cancel_delays(s: SyntheticStream | TraceStream, n: int, rngs: RngStreams, sname: str) -> np.ndarray:
+    """Each request's cancellation delay after arrival (NaN: not cancelled), from the ``cancel:<name>`` stream.
+
+    Draws nothing when the stream does not cancel, so enabling cancellation in one stream changes no other draws.
+    """
+    p = s.cancel_probability
+    if p <= 0 or n == 0:
+        return np.full(n, np.nan)
+    rng = rngs.get(f"cancel:{sname}")
+    hit = rng.random(n) < p
+    d = s.cancel_after_s
+    delay = rng.uniform(d[0], d[1], n) if isinstance(d, tuple) else np.full(n, float(d))
+    return np.where(hit, delay, np.nan)
 
 
 def _candidates(refs: list[str | int] | None, names: list[str], position: dict[str, int], where: str) -> np.ndarray:

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from lorasim.cli import main
+from lorasim.policies import EVICTIONS, SCHEDULERS
 
 REQUEST_FIELDS = ["request_id", "adapter", "arrival_time_s", "prompt_tokens", "output_tokens",
                   "first_scheduled_time_s", "first_token_time_s", "finish_time_s", "ttft_s", "e2el_s",
@@ -128,9 +129,13 @@ def test_policies_lists_rules():
     for name in ("vllm", "fcfs-break", "fcfs-grouped", "affinity", "batch-completion", "score", "lru"):
         assert name in p.stdout
     j = json.loads(lorasim_cli("policies", "--json").stdout)
-    assert j["scheduler"] == ["affinity", "batch-completion", "drain", "edf", "fcfs-break", "fcfs-grouped",
-                              "score", "sjf", "vllm", "vllm-v0", "vtc"]
-    assert j["eviction"] == ["cost-aware", "fifo", "lfu", "lru"]
+    assert list(j) == ["scheduler", "eviction", "adapter_memory", "router"]
+    # every built-in, sorted (and nothing else: no plug-in is installed in the test environment)
+    assert {"affinity", "batch-completion", "drain", "edf", "fcfs-break", "fcfs-grouped", "score", "sjf", "vllm",
+            "vllm-v0", "vtc"} <= set(j["scheduler"])
+    assert j["scheduler"] == sorted(j["scheduler"]) == SCHEDULERS.names()
+    assert j["eviction"] == ["cost-aware", "fifo", "lfu", "lru"] == EVICTIONS.names()
+    assert j["adapter_memory"] == [] and j["router"] == []  # kinds without policies yet
 
 
 def test_help_mentions_commands():

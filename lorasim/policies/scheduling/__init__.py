@@ -7,6 +7,7 @@ from lorasim.policies.scheduling import (  # noqa: F401
     edf,
     fcfs_break,
     fcfs_grouped,
+    multi_queue,
     score,
     sjf,
     vllm,
