@@ -87,8 +87,12 @@ def apply_overrides(data: dict, overrides: Iterable[str]) -> dict:
     return data
 
 
-def _clean_loc(loc: tuple, data: Any) -> tuple:
-    """Drop pydantic's union-tag and wrapper components from an error location, keeping the user's key path."""
+def _clean_loc(loc: tuple, data: Any, model_error: bool = False) -> tuple:
+    """Drop pydantic's union-tag and wrapper components from an error location, keeping the user's key path.
+
+    ``model_error``: the error comes from a model-level validator, so a last component the user did not write is a
+    union tag (e.g. the default stream kind), not a missing key.
+    """
     out = []
     node = data
     skip_next = False
@@ -102,6 +106,8 @@ def _clean_loc(loc: tuple, data: Any) -> tuple:
         if isinstance(node, Mapping) and c not in node:
             is_tag = c in (node.get("kind"), node.get("name"), node.get("dist"))
             if is_tag or (i + 1 < len(loc) and loc[i + 1] in node) or (isinstance(c, str) and "[" in c):
+                continue
+            if model_error and i + 1 == len(loc):
                 continue
         out.append(c)
         if isinstance(node, Mapping):
@@ -119,7 +125,7 @@ def format_validation_error(exc: ValidationError, data: Any, source: str | None,
     came from an override."""
     errs = exc.errors()
     err = errs[0]
-    loc = _clean_loc(tuple(err["loc"]), data)
+    loc = _clean_loc(tuple(err["loc"]), data, model_error=err["type"] == "value_error")
     path = ".".join(str(x) for x in loc) or "(scenario)"
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
@@ -128,9 +134,10 @@ def format_validation_error(exc: ValidationError, data: Any, source: str | None,
         msg = msg[len("Value error, "):]
     if err["type"] not in ("extra_forbidden", "missing") and "input" in err and not isinstance(err["input"], (dict, list)):
         msg += f" (got {err['input']!r})"
-    for key in overridden:
-        if path == key or path.startswith(key + ".") or key.startswith(path + "."):
-            return f"--set {key}: {msg}" + (f" (and {len(errs) - 1} more)" if len(errs) > 1 else "")
+    hits = [key for key in overridden if path == key or path.startswith(key + ".") or key.startswith(path + ".")]
+    if hits:  # the override the message names (a policy knob checked by its policy), else the first that matches
+        key = next((k for k in hits if f"'{k.rsplit('.', 1)[-1]}'" in msg), hits[0])
+        return f"--set {key}: {msg}" + (f" (and {len(errs) - 1} more)" if len(errs) > 1 else "")
     line = None
     for k in range(len(loc), 0, -1):
         if loc[:k] in lines:

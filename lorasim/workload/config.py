@@ -58,6 +58,9 @@ class _Cancellation(_Model):
             raise ValueError("cancel_probability > 0 needs cancel_after_s (a delay in seconds, or [low, high])")
         if isinstance(d, tuple) and d[1] < d[0]:
             raise ValueError(f"cancel_after_s: [low, high] needs low <= high, got {list(d)}")
+        if d is not None and self.cancel_probability == 0:
+            raise ValueError("cancel_after_s is set but cancel_probability is 0 (no request would be cancelled); "
+                             "set cancel_probability or drop cancel_after_s")
         return self
 
 

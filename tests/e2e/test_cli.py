@@ -168,6 +168,13 @@ def test_user_module_failing_on_import(tmp_path, monkeypatch, capsys):
     (["run", "--bogus"], "No such option: --bogus"),
     (["nosuchcmd"], "No such command 'nosuchcmd'"),
     (["run", "--out", "README.md", "--set", "workload.num_requests=5"], "--out README.md: exists and is not a directory"),
+    # model-level checks name the override the user wrote, not a union tag or the embedded default file
+    (["run", "--set", "workload.cancel_probability=0.3"], "--set workload.cancel_probability: cancel_probability > 0 "
+                                                          "needs cancel_after_s"),
+    (["run", "--set", "workload.cancel_after_s=2"], "--set workload.cancel_after_s: cancel_after_s is set but "
+                                                    "cancel_probability is 0"),
+    (["run", "--set", "scheduler.name=edf", "--set", "scheduler.ttft_slo_s=-1"],
+     "--set scheduler.ttft_slo_s: edf parameter 'ttft_slo_s'"),
 ])
 def test_command_line_mistakes_are_one_line(monkeypatch, capsys, args, expected):
     from tests.conftest import REPO
