@@ -200,11 +200,13 @@ def load_scenario(source: str | Path | Mapping | None = None, overrides: Sequenc
             raise ConfigError(f"{path}: a scenario must be a mapping of sections, got {type(data).__name__}")
     data = apply_overrides(data, overrides)
     if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2**63 - 1:
+            raise ConfigError(f"--seed {seed!r}: the root seed must be an integer in [0, 2**63 - 1]")
         data["seed"] = seed
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        keys = [o.partition("=")[0].strip() for o in overrides] + (["seed"] if seed is not None else [])
+        keys = [o.partition("=")[0].strip() for o in overrides]
         raise ConfigError(format_validation_error(exc, data, name, _key_lines(text) if text else {}, keys)) from None
 
 

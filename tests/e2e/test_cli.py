@@ -166,6 +166,7 @@ def test_user_module_failing_on_import(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize("args,expected", [
     (["run", "--seed", "abc"], "Invalid value for '--seed'"),
     (["run", "--bogus"], "No such option: --bogus"),
+    (["run", "--seed", "-1"], "--seed -1: the root seed must be an integer in [0, 2**63 - 1]"),
     (["nosuchcmd"], "No such command 'nosuchcmd'"),
     (["run", "--out", "README.md", "--set", "workload.num_requests=5"], "--out README.md: exists and is not a directory"),
     # model-level checks name the override the user wrote, not a union tag or the embedded default file
