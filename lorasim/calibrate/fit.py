@@ -29,7 +29,7 @@ import numpy as np
 
 from lorasim.errors import ConfigError
 from lorasim.perf import _vidur as vd
-from lorasim.perf._regress import fit_relative, mape, r2, sha256, sig
+from lorasim.perf._regress import fit_relative, mape, r2, sha256, sig_all
 from lorasim.perf.base import BatchStats
 from lorasim.perf.operator_profile import OperatorProfile
 from lorasim.perf.operators import GridTable, OperatorTables, interpolate
@@ -238,15 +238,5 @@ def build_profile(op: OperatorProfile, op_path: str | Path, command: str, name: 
         data["model"] = shape.name
     else:
         data["model_shape"] = shape.model_dump()
-    profile = Profile.model_validate(_round(data))
+    profile = Profile.model_validate(sig_all(data))
     return profile, {"interpolation": interp, "fit": st}
-
-
-def _round(obj):
-    if isinstance(obj, float):
-        return sig(obj)
-    if isinstance(obj, dict):
-        return {k: _round(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_round(v) for v in obj]
-    return obj

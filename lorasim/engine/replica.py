@@ -303,6 +303,17 @@ class Replica:
             seqs.extend(self.decodes.members())
         return seqs
 
+    def _unqueue(self, seq: Seq) -> None:
+        """Take a waiting sequence out of the queue and out of its adapter's queue (O(1) at the adapter's head)."""
+        self.waiting.remove(seq)
+        q = self.waiting_by_adapter[seq.adapter]
+        if q[0] is seq:
+            q.popleft()
+        else:
+            q.remove(seq)
+        if not q:
+            del self.waiting_by_adapter[seq.adapter]
+
     def _admit(self, plan: StepPlan, now_s: float, new_blocks: int) -> list[Seq]:
         """Move the plan's waiting sequences to the running set and allocate the step's KV blocks.
 
@@ -312,14 +323,7 @@ class Replica:
         admitted = [s for s, _ in plan.scheduled if s.status is SeqStatus.WAITING]
         if admitted:
             for s in admitted:
-                self.waiting.remove(s)
-                q = self.waiting_by_adapter[s.adapter]
-                if q[0] is s:
-                    q.popleft()
-                else:
-                    q.remove(s)
-                if not q:
-                    del self.waiting_by_adapter[s.adapter]
+                self._unqueue(s)
             for s in admitted:
                 s.status = SeqStatus.RUNNING
                 if math.isnan(s.first_scheduled_time_s):
@@ -337,14 +341,7 @@ class Replica:
         DecodeGroup) freeing its KV blocks; a request already finished, aborted or cancelled is left alone."""
         st = seq.status
         if st is SeqStatus.WAITING:
-            self.waiting.remove(seq)
-            q = self.waiting_by_adapter[seq.adapter]
-            if q[0] is seq:
-                q.popleft()
-            else:
-                q.remove(seq)
-            if not q:
-                del self.waiting_by_adapter[seq.adapter]
+            self._unqueue(seq)
         elif st is SeqStatus.RUNNING:
             if seq._group is not None:
                 self.decodes.remove(seq)  # write its counters back first (as a preempted steady decoder)

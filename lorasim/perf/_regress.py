@@ -89,6 +89,17 @@ def sig(x: float, digits: int = 6) -> float:
     return float(f"{x:.{digits}g}")
 
 
+def sig_all(obj):
+    """Every float inside nested dicts and lists rounded with :func:`sig` (other values unchanged)."""
+    if isinstance(obj, float):
+        return sig(obj)
+    if isinstance(obj, dict):
+        return {k: sig_all(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [sig_all(v) for v in obj]
+    return obj
+
+
 def sha256(path: Path) -> str:
     """Hex sha256 of a file."""
     h = hashlib.sha256()

@@ -22,7 +22,7 @@ from lorasim.errors import DataFileError, LorasimError
 from lorasim.paths import resolve_data_dir
 from lorasim.perf import _vidur as vd
 from lorasim.perf._fit_vllm import adapter_bytes, fit_link, fit_memory, fit_step_time
-from lorasim.perf._regress import sha256, sig
+from lorasim.perf._regress import sha256, sig_all
 from lorasim.perf._replay import simulate
 from lorasim.perf._vllm_runs import build_rows
 from lorasim.perf.base import BatchStats
@@ -71,16 +71,6 @@ VLLM_ASSUMPTIONS = [
     "CPU->GPU bandwidth is capped at 64 GB/s (PCIe 5.0 x16): load times barely change from rank 8 to 32, so the "
     "unconstrained slope implies an impossible bandwidth; the overhead is then refitted.",
 ]
-
-
-def _round(obj):
-    if isinstance(obj, float):
-        return sig(obj)
-    if isinstance(obj, dict):
-        return {k: _round(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_round(v) for v in obj]
-    return obj
 
 
 def _linear_params(shape: ModelShape) -> int:
@@ -295,11 +285,11 @@ def fit_all(data_dir: Path, generated: str) -> list[Profile]:
            "attn": vd.fit_attention(data_dir / FILES["attention"]), "cpu": vd.fit_cpu_overhead(data_dir / FILES["cpu"])}
     ctx["speedup"] = vd.gemm_speedup(ctx["ops_a100"], ctx["ops_h100"])
     dicts = fit_vllm_profiles(data_dir, generated, ctx)
-    dicts += fit_vidur_profiles(data_dir, generated, ctx, _round(dicts[0]))
+    dicts += fit_vidur_profiles(data_dir, generated, ctx, sig_all(dicts[0]))
     profiles = []
     for d in dicts:
-        p = Profile.model_validate(_round(d))
-        checks = dict(p.fit.checks) | _round(_case05(p))
+        p = Profile.model_validate(sig_all(d))
+        checks = dict(p.fit.checks) | sig_all(_case05(p))
         profiles.append(p.model_copy(update={"fit": p.fit.model_copy(update={"checks": checks})}))
     return profiles
 

@@ -28,6 +28,7 @@ from pydantic import Field, ValidationError
 from lorasim._model import InputModel
 from lorasim.errors import DataFileError
 from lorasim.perf.operators import OperatorStepTimeModel, OperatorTables
+from lorasim.perf.profile import one_line
 from lorasim.perf.shapes import ModelShape
 
 FORMAT = "lorasim-operator-profile/1"
@@ -84,14 +85,6 @@ class OperatorProfile(InputModel):
                                      max_lora_rank=max_lora_rank, lora_enabled=lora_enabled)
 
 
-def _one_line(err: ValidationError) -> str:
-    errors = err.errors()
-    first = errors[0]
-    loc = ".".join(str(x) for x in first["loc"]) or "(top level)"
-    more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
-    return f"invalid operator profile: {loc}: {first['msg']}{more}"
-
-
 def parse_operator_profile(data: dict, path: str | Path = "<operator profile>") -> OperatorProfile:
     """Validate a document already read.
 
@@ -101,7 +94,7 @@ def parse_operator_profile(data: dict, path: str | Path = "<operator profile>") 
     try:
         return OperatorProfile.model_validate(data)
     except ValidationError as e:
-        raise DataFileError(path, _one_line(e)) from None
+        raise DataFileError(path, one_line(e, "operator profile")) from None
 
 
 def load_operator_profile(path: str | Path) -> OperatorProfile:

@@ -302,12 +302,13 @@ def list_profiles() -> list[str]:
     return sorted(p.name[:-5] for p in PROFILES_DIR.iterdir() if p.name.endswith(".json"))
 
 
-def _one_line(err: ValidationError) -> str:
+def one_line(err: ValidationError, what: str = "profile") -> str:
+    """A pydantic error as one line: ``invalid <what>: <field path>: <message> (and N more error(s))``."""
     errors = err.errors()
     first = errors[0]
     loc = ".".join(str(x) for x in first["loc"]) or "(top level)"
     more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
-    return f"invalid profile: {loc}: {first['msg']}{more}"
+    return f"invalid {what}: {loc}: {first['msg']}{more}"
 
 
 def load_profile(name_or_path: str | Path) -> Profile:
@@ -337,4 +338,4 @@ def load_profile(name_or_path: str | Path) -> Profile:
     try:
         return Profile.model_validate(data)
     except ValidationError as e:
-        raise DataFileError(path, _one_line(e)) from None
+        raise DataFileError(path, one_line(e)) from None
