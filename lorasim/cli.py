@@ -112,16 +112,16 @@ def run(
 @app.command()
 def policies(as_json: bool = typer.Option(
         False, "--json", help='Print {"scheduler": [...], "eviction": [...], "adapter_memory": [...], "router": [...]}: '
-                              'sorted names by kind, plug-ins included; adapter_memory and router are empty lists '
-                              'until such policies exist.')) -> None:
+                              'sorted names by kind, plug-ins included; router is an empty list until routers '
+                              'exist.')) -> None:
     """List every registered policy with its one-line rule (built-ins and plug-ins of the entry-point group
     `lorasim.policies`)."""
-    from lorasim.policies import EVICTIONS, SCHEDULERS
+    from lorasim.policies import ADAPTER_MEMORIES, EVICTIONS, SCHEDULERS
 
-    kinds = {"scheduler": SCHEDULERS, "eviction": EVICTIONS}
+    kinds = {"scheduler": SCHEDULERS, "eviction": EVICTIONS, "adapter_memory": ADAPTER_MEMORIES}
     if as_json:
-        # adapter_memory and router: kinds of policy without a registry yet, listed empty so the shape is stable
-        print(json.dumps({**{k: r.names() for k, r in kinds.items()}, "adapter_memory": [], "router": []}))
+        # router: a kind of policy without a registry yet (clusters), listed empty so the shape is stable
+        print(json.dumps({**{k: r.names() for k, r in kinds.items()}, "router": []}))
         return
     table = Table(show_header=True, header_style="bold")
     for col in ("kind", "name", "rule"):

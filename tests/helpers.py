@@ -44,11 +44,15 @@ class InvariantRecorder(Recorder):
     def on_step_end(self, replica, start_s, end_s, load_wait_s, stats, num_loads, num_preempted):
         super().on_step_end(replica, start_s, end_s, load_wait_s, stats, num_loads, num_preempted)
         store, kv = replica.store, replica.kv
-        assert len(store.gpu) <= store.max_loras, "resident adapters exceed GPU slots"
+        assert store.gpu_used == sum(store.units[a] for a in store.gpu), "GPU adapter units miscounted"
+        if store.gpu_capacity is not None:
+            assert store.gpu_used <= store.gpu_capacity, "resident adapters exceed the GPU adapter memory"
         assert len(store.cpu) <= store.max_cpu_loras, "CPU cache over capacity"
         assert set(store.gpu) <= set(store.cpu), "a GPU-resident adapter is not in the CPU cache"
         assert 0 <= kv.used_blocks <= kv.total_blocks, "KV use outside [0, capacity]"
-        assert kv.used_blocks == sum(s.num_blocks for s in replica.running), "KV blocks not accounted to requests"
+        adapter_blocks = store.gpu_used if store.shares_kv else 0  # unified memory: adapters hold KV blocks too
+        assert kv.used_blocks == sum(s.num_blocks for s in replica.running) + adapter_blocks, \
+            "KV blocks not accounted to requests (and resident adapters)"
         assert stats.num_distinct_adapters <= replica.limits.max_loras
         assert len(replica.running) <= replica.limits.max_num_seqs
         assert stats.num_tokens <= replica.limits.max_num_batched_tokens

@@ -81,6 +81,7 @@ def build_scenario(row: dict) -> dict:
                    "max_lora_rank": int(row["max_lora_rank"]),
                    "max_num_seqs": _int_or(row["max_num_seqs"], 256),
                    "max_num_batched_tokens": _int_or(row["max_num_batched_tokens"], 2048)},
+        "metrics": {"starvation_threshold_s": None},  # not a benchmark metric; its per-step check costs time
     }
 
 

@@ -1,4 +1,5 @@
-"""The ``scheduler`` and ``eviction`` sections: a registered policy name plus that policy's own parameters."""
+"""The ``scheduler``, ``eviction`` and ``adapter_memory`` sections: a registered policy name plus that policy's own
+parameters."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ class _PolicyConfig(BaseModel):
 
     @classmethod
     def _registry(cls):
-        from lorasim.policies import EVICTIONS, SCHEDULERS
+        from lorasim.policies import ADAPTER_MEMORIES, EVICTIONS, SCHEDULERS
 
-        return SCHEDULERS if cls.registry_name == "scheduler" else EVICTIONS
+        return {"scheduler": SCHEDULERS, "eviction": EVICTIONS, "adapter_memory": ADAPTER_MEMORIES}[cls.registry_name]
 
     @model_validator(mode="before")
     @classmethod
@@ -79,3 +80,10 @@ class EvictionConfig(_PolicyConfig):
         if twice:
             raise ValueError(f"adapter {twice[0]!r} is pinned twice")
         return v
+
+
+class AdapterMemoryConfig(_PolicyConfig):
+    registry_name: ClassVar[str] = "adapter_memory"
+    name: str = "flat"
+    """How GPU memory holds adapters: ``flat`` (vLLM slots), ``rank-paged``, ``unified`` (S-LoRA's shared pool), or
+    ``module:Class``. The KV capacity follows from the same memory budget."""

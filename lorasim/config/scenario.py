@@ -1,5 +1,5 @@
 """The whole scenario: ``seed``, ``model``, ``workload``, ``adapters``, ``engine``, ``scheduler``, ``eviction``,
-``metrics``, ``output``. Validated once at the boundary (pydantic v2, unknown keys rejected, frozen)."""
+``adapter_memory``, ``metrics``, ``output``. Validated once at the boundary (pydantic v2, unknown keys rejected, frozen)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pydantic import Field
 from lorasim._model import MAX_TIME_S, InputModel
 
 from lorasim.config.engine import EngineConfig
-from lorasim.config.policy import EvictionConfig, SchedulerConfig
+from lorasim.config.policy import AdapterMemoryConfig, EvictionConfig, SchedulerConfig
 from lorasim.perf.shapes import ModelShape
 from lorasim.workload.config import AdaptersConfig, WorkloadConfig
 
@@ -75,6 +75,7 @@ class Scenario(InputModel):
     engine: EngineConfig = EngineConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
     eviction: EvictionConfig = EvictionConfig()
+    adapter_memory: AdapterMemoryConfig = AdapterMemoryConfig()
     metrics: MetricsConfig = MetricsConfig()
     output: OutputConfig = OutputConfig()
     horizon_s: float | None = Field(default=None, gt=0, le=MAX_TIME_S)

@@ -4,6 +4,10 @@ Follows vLLM's ``LRUCacheWorkerLoRAManager``: a GPU miss copies the adapter from
 evicting the policy's victim; a CPU miss first reads it from disk into the CPU cache; evicting an adapter from the
 CPU cache also frees its GPU slot. Adapters the current step needs, and adapters in transit, are never evicted.
 
+How much the GPU tier holds is the adapter-memory layout's business (``adapter_memory``): ``flat`` slots count one
+per adapter up to ``max_loras``; ``rank-paged`` pages count by rank; ``unified`` charges each resident adapter's
+KV blocks to the KV cache itself (S-LoRA), so loading one may first evict others to free blocks.
+
 Pinned adapters (``eviction.pinned``) are never offered to the eviction policies. The one exception keeps the engine
 live: when a step needs more unpinned adapters than the unpinned slots (or CPU entries) hold and no transfer is in
 flight, the policy chooses among the pinned adapters the step does not use. vLLM's own pinning has no answer there
@@ -16,8 +20,9 @@ from collections.abc import Iterable
 
 import simpy
 
+from lorasim.engine.kvcache import KVCache
 from lorasim.engine.link import Link
-from lorasim.policies.base import EvictionPolicy
+from lorasim.policies.base import AdapterMemory, EvictionPolicy
 from lorasim.workload.adapters import AdapterSpec
 
 READY = "ready"
@@ -37,11 +42,14 @@ class AdapterStore:
         cpu_policy: eviction policy of the CPU cache.
         recorder: receives ``on_adapter_load`` and ``on_adapter_evict``.
         pinned: adapters never chosen as victims (but see the module docstring); fewer than ``max_loras``.
+        memory: the GPU adapter-memory layout (bound); None: flat slots, one per adapter, ``max_loras`` of them.
+        kv: the KV cache, required when ``memory.shares_kv`` (adapters take their blocks from it).
     """
 
     def __init__(self, env: simpy.Environment, specs: dict[str, AdapterSpec], max_loras: int, max_cpu_loras: int,
                  disk_link: Link, pcie_link: Link, gpu_policy: EvictionPolicy, cpu_policy: EvictionPolicy,
-                 recorder, pinned: Iterable[str] = ()):
+                 recorder, pinned: Iterable[str] = (), memory: AdapterMemory | None = None,
+                 kv: KVCache | None = None):
         self.env = env
         self.specs = specs
         self.max_loras = max_loras
@@ -54,6 +62,17 @@ class AdapterStore:
         self.pinned = frozenset(pinned)
         self.gpu: dict[str, object] = {}  # adapter -> READY or the Event that fires when its load completes
         self.cpu: dict[str, object] = {}  # adapter -> READY or loading Event
+        self.shares_kv = memory is not None and memory.shares_kv
+        if self.shares_kv and kv is None:
+            raise ValueError("a unified adapter memory needs the KV cache")
+        self.kv = kv
+        if memory is None:
+            self.units = dict.fromkeys(specs, 1)
+            self.gpu_capacity: int | None = max_loras
+        else:
+            self.units = {a: memory.units(s.rank, s.size_bytes) for a, s in specs.items()}
+            self.gpu_capacity = memory.capacity_units
+        self.gpu_used = 0  # units held by the GPU entries (loading ones included)
 
     # ---- queries -------------------------------------------------------------------------------------------
     def is_ready(self, adapter: str) -> bool:
@@ -66,6 +85,54 @@ class AdapterStore:
     def loading(self) -> bool:
         """True while any transfer is in flight."""
         return any(st is not READY for st in self.gpu.values()) or any(st is not READY for st in self.cpu.values())
+
+    def has_room(self, a: str) -> bool:
+        """True when ``a`` can take a GPU place now without evicting anything."""
+        u = self.units[a]
+        if self.shares_kv:
+            return len(self.gpu) < self.max_cpu_loras and self.kv.free_blocks >= u
+        return self.gpu_used + u <= self.gpu_capacity
+
+    def _room_after(self, a: str, cands: set[str]) -> bool:
+        """True when evicting every adapter of ``cands`` would make room for ``a``."""
+        freed = sum(self.units[c] for c in cands)
+        u = self.units[a]
+        if self.shares_kv:
+            return len(self.gpu) - len(cands) < self.max_cpu_loras and self.kv.free_blocks + freed >= u
+        return self.gpu_used - freed + u <= self.gpu_capacity
+
+    def evictable_kv_blocks(self) -> int:
+        """KV blocks held by resident adapters that could be evicted (ready, not pinned); 0 unless ``shares_kv``."""
+        if not self.shares_kv:
+            return 0
+        pinned = self.pinned
+        return sum(self.units[a] for a, st in self.gpu.items() if st is READY and a not in pinned)
+
+    def kv_join_cost(self, a: str) -> int:
+        """KV blocks a step that newly uses ``a`` takes from :meth:`evictable_kv_blocks` plus the free KV blocks:
+        its own (to load it, or to keep it from being evicted), or 0 when it is resident and not counted evictable
+        (pinned, or still loading). Only meaningful when ``shares_kv``."""
+        st = self.gpu.get(a)
+        if st is not None and (st is not READY or a in self.pinned):
+            return 0
+        return self.units[a]
+
+    def reclaim_kv(self, num_blocks: int, protect: set[str]) -> None:
+        """Evict resident adapters outside ``protect`` (policy's choice) until ``num_blocks`` KV blocks are free.
+
+        Raises:
+            RuntimeError: not enough can be evicted (a plan counted blocks that are not there: a bug).
+        """
+        while self.kv.free_blocks < num_blocks:
+            cands = self._gpu_candidates(protect)
+            if not cands:
+                raise RuntimeError(f"unified memory: {num_blocks} KV blocks needed, {self.kv.free_blocks} free and no "
+                                   f"adapter evictable; this is a bug")
+            self._evict_gpu(self.gpu_policy.victim(cands))
+
+    def in_flight(self) -> list:
+        """The events that fire when the transfers now in flight finish (empty when none runs)."""
+        return [st for t in (self.gpu, self.cpu) for st in t.values() if st is not READY]
 
     def touch(self, adapters: list[str], now_s: float) -> None:
         """Mark ``adapters`` used by a step (both tiers' recency)."""
@@ -96,14 +163,17 @@ class AdapterStore:
         if adapter in self.gpu:
             return False
         keep = protect | {adapter}
-        gpu_cands = self._gpu_candidates(keep) if len(self.gpu) >= self.max_loras else set()
-        if len(self.gpu) >= self.max_loras and not gpu_cands:
+        room = self.has_room(adapter)
+        gpu_cands = set() if room else self._gpu_candidates(keep)
+        if not room and not (gpu_cands and self._room_after(adapter, gpu_cands)):
             return False
         need_cpu_room = adapter not in self.cpu and len(self.cpu) >= self.max_cpu_loras
         if need_cpu_room and not self._cpu_candidates(keep):
             return False
-        if gpu_cands:
-            self._evict_gpu(self.gpu_policy.victim(gpu_cands))
+        while not self.has_room(adapter):
+            victim = self.gpu_policy.victim(gpu_cands)
+            gpu_cands.discard(victim)
+            self._evict_gpu(victim)
         cpu_done = None
         if adapter not in self.cpu:
             if len(self.cpu) >= self.max_cpu_loras:
@@ -111,7 +181,7 @@ class AdapterStore:
             cpu_done = self.env.event()
             self.cpu[adapter] = cpu_done
         done = self.env.event()
-        self.gpu[adapter] = done
+        self._reserve_gpu(adapter, done)
         self.env.process(self._prefetch_transfers(adapter, cpu_done, done))
         return True
 
@@ -161,12 +231,12 @@ class AdapterStore:
     def _load(self, a: str, keep: set[str]):
         """SimPy generator: bring ``a`` into a GPU slot (through the CPU cache), evicting or waiting as needed."""
         keep = keep | {a}
-        while a not in self.gpu and len(self.gpu) >= self.max_loras:
+        while a not in self.gpu and not self.has_room(a):
             yield from self._make_room(keep, gpu=True)
         if a in self.gpu:  # another process started this load while we waited
             return
         done = self.env.event()
-        self.gpu[a] = done
+        self._reserve_gpu(a, done)
         while self.cpu.get(a) is not READY:
             st = self.cpu.get(a)
             if st is not None:
@@ -196,8 +266,20 @@ class AdapterStore:
         self.recorder.on_adapter_load(name, a, start, self.env.now, size)
         done.succeed()
 
+    def _reserve_gpu(self, a: str, done) -> None:
+        """Give ``a`` its GPU place (its units charged; KV blocks allocated when they share the KV cache)."""
+        self.gpu[a] = done
+        u = self.units[a]
+        self.gpu_used += u
+        if self.shares_kv:
+            self.kv.allocate(u)
+
     def _evict_gpu(self, a: str) -> None:
         del self.gpu[a]
+        u = self.units[a]
+        self.gpu_used -= u
+        if self.shares_kv:
+            self.kv.free(u)
         self.gpu_policy.on_remove(a)
         self.recorder.on_adapter_evict("gpu", a, self.env.now)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import deque
 from functools import partial
@@ -19,6 +20,12 @@ from lorasim.engine.waiting import WaitingQueue
 from lorasim.errors import PolicyError
 from lorasim.perf.base import BatchStats, StepTimeModel
 from lorasim.policies.base import ReplicaView, Scheduler, SchedulerLimits, StepPlan, add_tokens
+
+
+def merged_cost(stats: BatchStats) -> BatchStats:
+    """The batch as the step-time model must see it when its one adapter is merged into the base weights (dLoRA):
+    no LoRA tokens, no distinct adapters."""
+    return dataclasses.replace(stats, num_lora_tokens=0, num_distinct_adapters=0)
 
 
 class Replica:
@@ -152,6 +159,10 @@ class Replica:
                 yield from self._idle()
                 continue
             plan = self.scheduler.schedule(self._view(), env.now)
+            if plan.aborted:
+                self._apply_aborts(plan)
+                if not plan.scheduled and not plan.bulk_decode and not plan.preempted:
+                    continue
             if not plan.bulk_decode and self.decodes.num:
                 self._dissolve_decodes()  # the plan treats decoders one by one
             if not plan.scheduled and not plan.bulk_decode:
@@ -170,7 +181,7 @@ class Replica:
             else:
                 stats, adapters, new_blocks = plan.stats, plan.adapter_order, plan.num_new_blocks
             self._apply_preemptions(plan)
-            admitted = self._admit(plan, start, new_blocks)
+            admitted = self._admit(plan, start, new_blocks, adapters)
             if self.starvation is not None:
                 self.starvation.check(start, admitted, stats.num_distinct_adapters, partial(self._step_seqs, plan))
             missing = self.store.missing(adapters) if adapters else ()
@@ -178,7 +189,7 @@ class Replica:
                 yield from self.store.ensure(missing, set(adapters))
             load_wait = env.now - start
             self.store.touch(adapters, env.now)
-            step_s = self.perf.step_time_s(stats)
+            step_s = self.perf.step_time_s(stats if plan.merged is None else merged_cost(stats)) + plan.extra_time_s
             yield env.timeout(step_s)
             self._finish_step(plan, start, load_wait, stats, len(missing))
             self.scheduler.on_step_end(plan, env.now)
@@ -192,14 +203,24 @@ class Replica:
         if self.cancels is not None and self.cancels.next_s < due:
             due = self.cancels.next_s
         dt = due - self.env.now
-        yield self.env.timeout(dt) if dt < math.inf else self._wakeup
+        wait = self.env.timeout(dt) if dt < math.inf else self._wakeup
+        if self.store.shares_kv and self.store.loading():
+            # unified memory: a prefetch holds KV blocks until it is ready (then evictable): re-plan when it lands
+            wait = self.env.any_of([wait, *self.store.in_flight()])
+        yield wait
 
     def _view(self) -> ReplicaView:
+        store = self.store
+        if store.shares_kv:  # unified memory: evictable adapters' blocks count as free; a joining adapter costs its own
+            free, cost, units = self.kv.free_blocks + store.evictable_kv_blocks(), store.kv_join_cost, store.units
+        else:
+            free, cost, units = self.kv.free_blocks, None, None
         return ReplicaView(
             limits=self.limits, running=self.running, waiting=self.waiting,
-            waiting_by_adapter=self.waiting_by_adapter, kv_free_blocks=self.kv.free_blocks,
-            kv_total_blocks=self.kv.total_blocks, gpu_adapters=self.store.gpu.keys(),
-            cpu_adapters=self.store.cpu.keys(), num_steps=self.num_steps, decodes=self.decodes)
+            waiting_by_adapter=self.waiting_by_adapter, kv_free_blocks=free,
+            kv_total_blocks=self.kv.total_blocks, gpu_adapters=store.gpu.keys(),
+            cpu_adapters=store.cpu.keys(), num_steps=self.num_steps, decodes=self.decodes, kv_join_cost=cost,
+            adapter_units=units)
 
     def _dissolve_decodes(self) -> None:
         """Take every sequence out of the DecodeGroup (they all produced their last token when the last step ended)."""
@@ -212,7 +233,7 @@ class Replica:
         protect = {s.adapter for s in self.running if s.adapter is not None} | set(adapters)
         for a in adapters:
             if not self.store.prefetch(a, protect):
-                if len(self.store.gpu) >= self.limits.max_loras:
+                if not self.store.has_room(a):
                     break
 
     # ---- plan checking and application ---------------------------------------------------------------------
@@ -259,6 +280,11 @@ class Replica:
             if seq.adapter is not None:
                 adapters[seq.adapter] = None
         stats.num_distinct_adapters = len(adapters)
+        if plan.merged is not None and set(adapters) - {plan.merged}:
+            raise PolicyError(f"scheduler {name!r} merged adapter {plan.merged!r} but the step also computes "
+                              f"{sorted(set(adapters) - {plan.merged})[:3]}")
+        if not 0.0 <= plan.extra_time_s < math.inf:
+            raise PolicyError(f"scheduler {name!r} asked for extra step time {plan.extra_time_s!r} s")
         if tokens > lim.max_num_batched_tokens:
             raise PolicyError(f"scheduler {name!r} scheduled {tokens} tokens > max_num_batched_tokens "
                               f"{lim.max_num_batched_tokens}")
@@ -268,13 +294,35 @@ class Replica:
         if len(self.running) - len(plan.preempted) + num_admitted > lim.max_num_seqs:
             raise PolicyError(f"scheduler {name!r} exceeded max_num_seqs {lim.max_num_seqs}")
         freed = sum(s.num_blocks for s in plan.preempted)
-        if new_blocks > self.kv.free_blocks + freed:
-            raise PolicyError(f"scheduler {name!r} needs {new_blocks} KV blocks, {self.kv.free_blocks + freed} free")
+        free, need = self.kv.free_blocks + freed, new_blocks
+        if self.store.shares_kv:  # unified memory: the step's adapters take blocks, evictable ones give theirs
+            free += self.store.evictable_kv_blocks()
+            need += sum(self.store.kv_join_cost(a) for a in adapters)
+        if need > free:
+            raise PolicyError(f"scheduler {name!r} needs {need} KV blocks, {free} free")
         if plan.stats is not None and (plan.stats != stats or plan.num_new_blocks != new_blocks
                                        or set(plan.adapter_order) != set(adapters)):
             raise PolicyError(f"scheduler {name!r} returned a plan whose summary does not match its batch "
                               f"({plan.stats} vs {stats}); do not edit plan.scheduled after building it")
         return stats, list(adapters), new_blocks
+
+    def _apply_aborts(self, plan: StepPlan) -> None:
+        """Report the waiting requests the scheduler gave up on as aborted, with its reason.
+
+        Raises:
+            PolicyError: an aborted request is not waiting, or is also scheduled.
+        """
+        now = self.env.now
+        scheduled = {id(s) for s, _ in plan.scheduled}
+        for seq, reason in plan.aborted:
+            if seq.status is not SeqStatus.WAITING or id(seq) in scheduled:
+                raise PolicyError(f"scheduler {self.scheduler.name!r} aborted request {seq.request_id}, which is not "
+                                  f"waiting (or is also scheduled)")
+            self._unqueue(seq)
+            seq.status = SeqStatus.ABORTED
+            seq.abort_reason = reason or f"aborted by scheduler {self.scheduler.name!r}"
+            seq.finish_time_s = now
+            self.recorder.on_abort(seq, now)
 
     def _apply_preemptions(self, plan: StepPlan) -> None:
         if not plan.preempted:
@@ -314,8 +362,9 @@ class Replica:
         if not q:
             del self.waiting_by_adapter[seq.adapter]
 
-    def _admit(self, plan: StepPlan, now_s: float, new_blocks: int) -> list[Seq]:
-        """Move the plan's waiting sequences to the running set and allocate the step's KV blocks.
+    def _admit(self, plan: StepPlan, now_s: float, new_blocks: int, adapters: list[str]) -> list[Seq]:
+        """Move the plan's waiting sequences to the running set and allocate the step's KV blocks (with unified
+        adapter memory, first evicting resident adapters outside the step's ``adapters`` to free them).
 
         Returns:
             The sequences admitted (first admissions and re-admissions after preemption).
@@ -333,6 +382,8 @@ class Replica:
                     self.recorder.on_admit(s, now_s)
                 self._running[s] = None
             self._running_list = None
+        if self.store.shares_kv and new_blocks > self.kv.free_blocks:
+            self.store.reclaim_kv(new_blocks, protect=set(adapters))
         self.kv.allocate(new_blocks)  # per-sequence block counts are brought up to date when the step ends
         return admitted
 

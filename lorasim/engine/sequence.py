@@ -52,6 +52,10 @@ class Seq:
     abort_reason: str = ""
     cancel_at_s: float = float("inf")  # when the client cancels it (workload cancel_probability); inf: never
     cancel_time_s: float = float("nan")  # when the engine applied the cancellation (NaN: not cancelled)
+    arrival_time_s: float = float("nan")  # copied from ``req`` (read on hot paths: a slot, not a property)
+
+    def __post_init__(self) -> None:
+        self.arrival_time_s = self.req.arrival_time_s
 
     # Token counters. A sequence in steady decode lives in its replica's DecodeGroup, which advances every member by
     # one token per step without touching it; its counters are then derived from the group's step clock.
@@ -92,10 +96,6 @@ class Seq:
     @property
     def request_id(self) -> int:
         return self.req.request_id
-
-    @property
-    def arrival_time_s(self) -> float:
-        return self.req.arrival_time_s
 
     @property
     def num_tokens(self) -> int:

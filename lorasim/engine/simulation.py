@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from lorasim.metrics.results import Results, requests_frame
 from lorasim.perf.base import ConstantStepTimeModel, LinkCost, StepTimeModel
 from lorasim.perf.profile import Profile, load_profile
 from lorasim.perf.shapes import ALL_TARGET_MODULES, MODEL_SHAPES, ModelShape
-from lorasim.policies.base import SchedulerLimits
+from lorasim.policies.base import AdapterMemory, MemoryLayout, SchedulerLimits
 from lorasim.rng import RngStreams
 from lorasim.workload import AdapterSpec, Request, build_adapters, build_request_arrays
 
@@ -92,6 +93,29 @@ def check_pinned(scenario: Scenario, adapters: list[AdapterSpec]) -> None:
                               f"fewer than {field} so that other adapters keep a place")
 
 
+def check_memory(scenario: Scenario, memory: AdapterMemory, adapters: list[AdapterSpec], kv: KVCache) -> None:
+    """Refuse an adapter-memory layout that cannot hold a step's worth of adapters.
+
+    Raises:
+        ConfigError: with ``unified`` memory, an adapter needs more KV blocks than the whole pool, or ``max_loras`` of
+            the largest adapters would not fit in it (a step could never run); with a paged layout, ``max_loras`` of
+            the largest adapters exceed the pages.
+    """
+    if not adapters:
+        return
+    units = [memory.units(a.rank, a.size_bytes) for a in adapters]
+    biggest = max(units)
+    need = min(scenario.engine.max_loras, len(adapters)) * biggest
+    if memory.shares_kv:
+        if need > kv.total_blocks:
+            raise ConfigError(f"adapter_memory: unified: {min(scenario.engine.max_loras, len(adapters))} of the largest "
+                              f"adapters take {need} KV blocks but the pool holds {kv.total_blocks}; lower "
+                              f"engine.max_loras or raise the memory")
+    elif memory.capacity_units is not None and need > memory.capacity_units:
+        raise ConfigError(f"adapter_memory: {scenario.adapter_memory.name}: {need} units needed for max_loras "
+                          f"adapters, {memory.capacity_units} available")
+
+
 class Simulation:
     """One simulation run: a SimPy environment, its RNG streams, a replica and its recorder.
 
@@ -125,11 +149,13 @@ class Simulation:
         if unknown:
             raise ConfigError(f"workload: requests name adapters not defined under adapters: {sorted(unknown)[:5]}")
         self.lora_enabled = eng.enable_lora if eng.enable_lora is not None else bool(self.adapters)
+        self.memory = self._adapter_memory(scenario)
         if eng.kv_cache_tokens is not None:
             kv_tokens = eng.kv_cache_tokens
-        else:
+        else:  # the slots the layout reserves come out of the same budget (unified: none, adapters share the pool)
             kv_tokens = self.profile.kv_cache_tokens(
-                eng.max_loras, eng.max_lora_rank, self.lora_enabled, eng.gpu_memory_utilization, eng.max_num_seqs)
+                self.memory.reserved_slots(), eng.max_lora_rank, self.lora_enabled, eng.gpu_memory_utilization,
+                eng.max_num_seqs)
         if kv_tokens < eng.block_size:
             raise ConfigError(f"engine: the derived KV cache holds {kv_tokens} tokens (less than one block); "
                               f"lower max_loras/max_lora_rank or set engine.kv_cache_tokens")
@@ -148,9 +174,12 @@ class Simulation:
                 base.overhead_s if cfg.overhead_s is None else cfg.overhead_s,
                 base.bandwidth_bytes_per_s if cfg.bandwidth_bytes_per_s is None else cfg.bandwidth_bytes_per_s)
             links[name] = Link(self.env, name, cost)
+        kv = KVCache(kv_tokens, eng.block_size)
+        check_memory(scenario, self.memory, self.adapters, kv)
         store = AdapterStore(
             self.env, specs, eng.max_loras, eng.cpu_loras, links["disk_to_cpu"], links["cpu_to_gpu"],
-            scenario.eviction.build(), scenario.eviction.build(), self.recorder, pinned=scenario.eviction.pinned)
+            scenario.eviction.build(), scenario.eviction.build(), self.recorder, pinned=scenario.eviction.pinned,
+            memory=self.memory, kv=kv)
         limits = SchedulerLimits(eng.max_num_seqs, eng.max_num_batched_tokens, eng.max_loras,
                                  eng.enable_chunked_prefill, eng.block_size)
         max_len = eng.max_model_len
@@ -165,8 +194,7 @@ class Simulation:
         # a request reaches the scheduler request_overhead_s after it arrives (API server, tokenization)
         due_s = (arrays.arrival_s + self.request_overhead_s).tolist()
         cancels = self._cancel_feed(arrays.cancel_after_s, due_s)
-        self.replica = Replica(self.env, 0, limits, scenario.scheduler.build(), store,
-                               KVCache(kv_tokens, eng.block_size), self.perf, self.recorder,
+        self.replica = Replica(self.env, 0, limits, scenario.scheduler.build(), store, kv, self.perf, self.recorder,
                                ArrivalFeed(self.seqs, due_s),
                                overlapped_loads=eng.adapter_load == "overlapped",
                                check_invariants=check_invariants,
@@ -192,6 +220,22 @@ class Simulation:
             if t > due_s[i]:
                 entries.append((t, seq))
         return CancelFeed(entries)
+
+    def _adapter_memory(self, scenario: Scenario) -> AdapterMemory:
+        """The scenario's adapter-memory layout, bound to this replica's shape.
+
+        Raises:
+            ConfigError: the layout refuses the engine settings (e.g. ``page_rank`` not dividing ``max_lora_rank``).
+        """
+        eng = scenario.engine
+        per_token = self.shape.kv_bytes_per_token / self.profile.tensor_parallel_size
+        memory = scenario.adapter_memory.build()
+        try:
+            memory.bind(MemoryLayout(eng.max_loras, eng.max_lora_rank, eng.cpu_loras,
+                                     max(1, math.ceil(per_token * eng.block_size))))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return memory
 
     def _starvation_watch(self, scenario: Scenario) -> StarvationWatch | None:
         threshold = scenario.metrics.starvation_threshold_s

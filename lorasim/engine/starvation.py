@@ -28,8 +28,8 @@ class StarvationWatch:
     Cost: the candidates sit in one deque in arrival order (submission order: due times are non-decreasing); each
     enters and leaves it once. While the oldest waiting request is younger than the threshold a step costs O(1)
     beyond popping the requests it admitted; past the threshold O(admitted), and O(batch) only at steps that pass
-    over an old request with every slot in use. A request cancelled by its client while waiting is dropped too, never
-    flagged.
+    over an old request with every slot in use. A request cancelled by its client, or aborted by the scheduler, while waiting
+    is dropped too, never flagged.
 
     Args:
         threshold_s: the longest wait that is not starvation, seconds.
@@ -60,7 +60,7 @@ class StarvationWatch:
             step_seqs: every sequence in the step (called only when every slot is in use).
         """
         q = self._queue
-        while q and (not math.isnan(q[0].first_scheduled_time_s) or q[0].status is SeqStatus.CANCELLED):
+        while q and (not math.isnan(q[0].first_scheduled_time_s) or q[0].status >= SeqStatus.ABORTED):
             q.popleft()
         if not q or not admitted:
             return
@@ -79,7 +79,7 @@ class StarvationWatch:
             bound = min(bound, max(oldest.values(), default=-math.inf))  # and before every holder of some slot
         while q:
             s = q[0]
-            if not math.isnan(s.first_scheduled_time_s) or s.status is SeqStatus.CANCELLED:
+            if not math.isnan(s.first_scheduled_time_s) or s.status >= SeqStatus.ABORTED:
                 q.popleft()
                 continue
             if s.arrival_time_s >= bound:

@@ -120,9 +120,38 @@ class Results:
             self._summary = s
         return self._summary
 
+    @property
+    def per_adapter(self) -> pd.DataFrame:
+        """One row per adapter (``(base)`` for base-model requests), sorted by name: ``num_requests``,
+        ``num_completed``, ``num_aborted``, ``num_cancelled``, ``num_unfinished``, ``num_starved_requests``,
+        ``max_queue_wait_s``, ``ttft_ms_mean``, ``ttft_ms_p99``, ``adapter_hit_rate`` (share of first schedulings that
+        found the adapter in a GPU slot; NaN for the base model)."""
+        r = self.requests
+        key = r["adapter"].astype("object").where(r["adapter"].notna(), "(base)")
+        done = r["finish_time_s"].notna() & ~r["aborted"]
+        frame = pd.DataFrame({
+            "adapter": key, "completed": done, "aborted": r["aborted"], "cancelled": r["cancelled"],
+            "unfinished": r["unfinished"], "starved": r["starved"], "queue_wait_s": r["queue_wait_s"],
+            "ttft_ms": r["ttft_s"] * 1000.0, "hit": r["adapter_hit"].astype("float"),
+        })
+        g = frame.groupby("adapter", sort=True)
+        out = pd.DataFrame({
+            "num_requests": g.size(),
+            "num_completed": g["completed"].sum(),
+            "num_aborted": g["aborted"].sum(),
+            "num_cancelled": g["cancelled"].sum(),
+            "num_unfinished": g["unfinished"].sum(),
+            "num_starved_requests": g["starved"].sum(),
+            "max_queue_wait_s": g["queue_wait_s"].max(),
+            "ttft_ms_mean": g["ttft_ms"].mean(),
+            "ttft_ms_p99": g["ttft_ms"].quantile(0.99),
+            "adapter_hit_rate": g["hit"].mean(),
+        })
+        return out.astype({c: "int64" for c in out.columns if c.startswith("num_")})
+
     def write(self, out_dir: str | Path) -> list[Path]:
-        """Write ``summary.json``, ``requests.parquet``, ``steps.parquet``, ``adapter_events.parquet`` and
-        ``scenario.resolved.yaml`` into ``out_dir`` (created if needed), each atomically.
+        """Write ``summary.json``, ``requests.parquet``, ``steps.parquet``, ``adapter_events.parquet``,
+        ``per_adapter.csv`` and ``scenario.resolved.yaml`` into ``out_dir`` (created if needed), each atomically.
 
         Returns:
             The paths written.
@@ -144,6 +173,7 @@ class Results:
         elif (out / "steps.parquet").exists():
             (out / "steps.parquet").unlink()  # from an earlier run: it would not match this one
         put("adapter_events.parquet", lambda t: self.adapter_events.to_parquet(t, index=False))
+        put("per_adapter.csv", lambda t: self.per_adapter.to_csv(t))
         put("scenario.resolved.yaml", lambda t: Path(t).write_text(scenario_to_yaml(self.scenario)))
         summary = {k: _json_safe(v) for k, v in self.summary.items()}
         put("summary.json", lambda t: Path(t).write_text(json.dumps(summary, indent=2) + "\n"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -68,6 +68,10 @@ class ReplicaView:
             ``Seq._qpos``); None in hand-built views.
         decodes: the running sequences in steady decode, in aggregate (None in hand-built views); members are the
             first ``decodes.num`` entries of ``running`` when no prefill precedes a decode.
+        kv_join_cost: with an adapter memory that shares the KV pool (``unified``): KV blocks a step that newly uses
+            an adapter takes from ``kv_free_blocks`` (which then also counts the blocks of evictable resident
+            adapters); None otherwise (adapters cost no KV blocks).
+        adapter_units: with a shared pool, adapter -> KV blocks it occupies when resident; None otherwise.
     """
 
     limits: SchedulerLimits
@@ -80,6 +84,8 @@ class ReplicaView:
     num_steps: int = 0
     decodes: DecodeGroup | None = None
     waiting_by_adapter: Mapping[str | None, Sequence[Seq]] | None = None
+    kv_join_cost: Callable[[str], int] | None = None
+    adapter_units: Mapping[str, int] | None = None
 
     def blocks_needed(self, seq: Seq, num_new_tokens: int) -> int:
         """Additional KV blocks ``seq`` needs to compute ``num_new_tokens`` more tokens."""
@@ -102,6 +108,11 @@ class StepPlan:
         bulk_decode: every member of the replica's :class:`~lorasim.engine.decodes.DecodeGroup` not in
             ``preempted`` decodes one token in this step without being listed in ``scheduled`` (set only by
             :class:`PlanBuilder`).
+        aborted: ``(seq, reason)`` for waiting requests the scheduler gives up on (e.g. S-LoRA's early abort
+            against a TTFT SLO); the engine reports each aborted with the reason before it applies the rest.
+        extra_time_s: time the step spends beyond its computation (e.g. dLoRA's merge/unmerge switch), seconds.
+        merged: the step runs with this adapter merged into the base weights (dLoRA): it is computed at base-model
+            cost, without LoRA kernels; every sequence of the step must use that adapter or the base model.
     """
 
     scheduled: list[tuple[Seq, int]] = field(default_factory=list)
@@ -110,10 +121,13 @@ class StepPlan:
     num_new_blocks: int | None = None
     adapter_order: list[str] | None = None
     bulk_decode: bool = False
+    aborted: list[tuple[Seq, str]] = field(default_factory=list)
+    extra_time_s: float = 0.0
+    merged: str | None = None
 
     @property
     def is_empty(self) -> bool:
-        return not self.scheduled and not self.preempted and not self.bulk_decode
+        return not self.scheduled and not self.preempted and not self.bulk_decode and not self.aborted
 
     @property
     def adapters(self) -> set[str]:
@@ -179,6 +193,14 @@ class PlanBuilder:
         self.plan = StepPlan(stats=self.stats, num_new_blocks=0, adapter_order=[])
         self._running = list(view.running)  # the running list as it stands after planned preemptions
         self.num_running = len(self._running)
+        self._kv_join_cost = view.kv_join_cost
+
+    def adapter_kv_blocks(self, adapter: str | None) -> int:
+        """KV blocks the step takes for ``adapter`` if it joins now (0 when it is already in the step, is the base
+        model, or adapters do not share the KV pool)."""
+        if adapter is None or self._kv_join_cost is None or adapter in self.adapters:
+            return 0
+        return self._kv_join_cost(adapter)
 
     @property
     def preempted_any(self) -> bool:
@@ -207,9 +229,10 @@ class PlanBuilder:
             pending = seq.num_prompt_tokens + seq.num_output_tokens - c
             n = pending if pending < self.token_budget else self.token_budget
             need = (c + n + bs - 1) // bs - seq.num_blocks
-            if need > self.free_blocks:
+            extra = self.adapter_kv_blocks(seq.adapter) if self._kv_join_cost is not None else 0
+            if need + extra > self.free_blocks:
                 scheduled = True
-                while need > self.free_blocks:
+                while need + extra > self.free_blocks:
                     victim = running.pop()
                     self.free_blocks += victim.num_blocks
                     self.plan.preempted.append(victim)
@@ -238,6 +261,10 @@ class PlanBuilder:
             return False
         bs, free = self.block_size, self.free_blocks
         due = g.blocks_due()
+        if self._kv_join_cost is not None:  # the step keeps (or loads) its adapters' blocks: an upper bound
+            joining = dict.fromkeys(g.adapters)
+            joining.update(dict.fromkeys(s.adapter for s in tail if s.adapter is not None))
+            free -= sum(self.adapter_kv_blocks(a) for a in joining)
         keep = len(running)  # running[:keep] stay; running[keep:] are preempted (from the back)
         held = 0  # blocks the victims free
         while True:
@@ -290,6 +317,8 @@ class PlanBuilder:
             adapters = [a for a, k in g.adapters.items() if k > gone.get(a, 0)]
         if self.adapters:  # not the first thing this builder scheduled
             adapters = [a for a in adapters if a not in self.adapters]
+        if self._kv_join_cost is not None:
+            self.free_blocks -= sum(self._kv_join_cost(a) for a in adapters)
         self.adapters.update(dict.fromkeys(adapters))
         plan.adapter_order.extend(adapters)
         st.num_distinct_adapters += len(adapters)
@@ -313,7 +342,7 @@ class PlanBuilder:
                 return Admit.NO_TOKENS
             n = self.token_budget
         need = self.view.blocks_needed(seq, n)
-        if need > self.free_blocks:
+        if need + (self.adapter_kv_blocks(a) if self._kv_join_cost is not None else 0) > self.free_blocks:
             return Admit.NO_KV
         self._add(seq, n, need)
         self.num_running += 1
@@ -328,6 +357,8 @@ class PlanBuilder:
         add_tokens(self.stats, seq, n)
         a = seq.adapter
         if a is not None and a not in self.adapters:
+            if self._kv_join_cost is not None:
+                self.free_blocks -= self._kv_join_cost(a)
             self.adapters[a] = None
             plan.adapter_order.append(a)
             self.stats.num_distinct_adapters += 1
@@ -423,3 +454,60 @@ class EvictionPolicy(ABC):
 
 SCHEDULERS: Registry = Registry("scheduler", Scheduler)
 EVICTIONS: Registry = Registry("eviction", EvictionPolicy)
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryLayout:
+    """What an :class:`AdapterMemory` needs to know about the replica's GPU memory.
+
+    Attributes:
+        max_loras: GPU adapter slots of a flat layout (vLLM ``--max-loras``), also the per-step adapter cap.
+        max_lora_rank: rank a flat slot is padded to.
+        max_cpu_loras: CPU cache capacity (every GPU-resident adapter is also held there).
+        kv_block_bytes: bytes of one KV block (block_size tokens x KV bytes per token, per GPU).
+    """
+
+    max_loras: int
+    max_lora_rank: int
+    max_cpu_loras: int
+    kv_block_bytes: int
+
+
+class AdapterMemory(ABC):
+    """How the GPU memory that holds adapters is organised: what a resident adapter occupies, how much the adapter
+    tier holds, and how much of the memory budget is taken out of the KV cache for it.
+
+    The engine asks three things: :meth:`reserved_slots` (flat ``max_lora_rank`` slots whose memory the KV budget
+    loses up front), :meth:`units` (what one resident adapter occupies) and :attr:`capacity_units` (what the tier
+    holds; ``None`` when adapters take their units from the KV pool itself, :attr:`shares_kv`). Policies are pure
+    accounting: the :class:`~lorasim.engine.adapters.AdapterStore` charges and releases the units.
+    """
+
+    name: ClassVar[str] = ""
+    rule: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = NoParams
+    shares_kv: ClassVar[bool] = False  # adapters take KV blocks from the KV cache (one pool)
+
+    def __init__(self, params: BaseModel | None = None):
+        self.params = params if params is not None else self.Params()
+        self.layout: MemoryLayout | None = None
+
+    def bind(self, layout: MemoryLayout) -> None:
+        """Attach the replica's layout (called once, before any other method)."""
+        self.layout = layout
+
+    @abstractmethod
+    def reserved_slots(self) -> int:
+        """Slots of ``max_lora_rank`` whose memory is taken from the KV budget before the KV cache is sized."""
+
+    @abstractmethod
+    def units(self, rank: int, size_bytes: int) -> int:
+        """Units a resident adapter of this rank and size occupies (slots, pages or KV blocks), >= 1."""
+
+    @property
+    @abstractmethod
+    def capacity_units(self) -> int | None:
+        """Units the GPU adapter tier holds; None when adapters share the KV pool (:attr:`shares_kv`)."""
+
+
+ADAPTER_MEMORIES: Registry = Registry("adapter_memory", AdapterMemory)

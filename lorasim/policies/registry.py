@@ -1,6 +1,6 @@
 """Loud registries of named policies.
 
-One :class:`Registry` per kind of policy (scheduler, eviction). A duplicate name raises at import time; an unknown
+One :class:`Registry` per kind of policy (scheduler, eviction, adapter_memory). A duplicate name raises at import time; an unknown
 name raises :class:`~lorasim.errors.PolicyError` listing the valid names. ``"pkg.module:Class"`` loads a user's own
 class (the escape hatch of vLLM's ``scheduler_cls``); it must subclass the registry's base class.
 
@@ -9,7 +9,7 @@ Plug-ins: an installed distribution may declare policies in the entry-point grou
 ``pyproject.toml``). On the first lookup or listing of any registry, every entry point of the group is loaded once;
 each class is registered under the entry point's name in the registry whose base class it subclasses (a
 :class:`~lorasim.policies.Scheduler` among the schedulers, an :class:`~lorasim.policies.EvictionPolicy` among the
-eviction policies). A plug-in that cannot be imported, is not a policy class, or reuses a taken name makes every
+eviction policies, an :class:`~lorasim.policies.AdapterMemory` among the adapter-memory layouts). A plug-in that cannot be imported, is not a policy class, or reuses a taken name makes every
 lookup raise a one-line :class:`~lorasim.errors.PolicyError` naming the entry point and its distribution.
 """
 

@@ -66,3 +66,19 @@ def test_vllm_skip_starves_b_under_sustained_load():
 def test_vllm_skip_serves_b_within_seconds_at_light_load():
     _, b, _ = case02("vllm", rate=2.0)
     assert b["queue_wait_s"] < 15.0
+
+
+def test_per_adapter_report_shows_b_starved(greedy, tmp_path):
+    res, b, _ = greedy
+    pa = res.per_adapter
+    assert list(pa.index) == ["A", "B"]
+    assert pa.loc["B", "num_requests"] == 1 and pa.loc["B", "num_starved_requests"] == 1
+    assert pa.loc["B", "max_queue_wait_s"] == pytest.approx(b["queue_wait_s"])
+    assert pa.loc["A", "num_starved_requests"] == 0
+    assert pa["num_requests"].sum() == res.summary["num_requests"]
+    assert pa["num_starved_requests"].sum() == res.summary["num_starved_requests"]
+    res.write(tmp_path)
+    import pandas as pd
+
+    on_disk = pd.read_csv(tmp_path / "per_adapter.csv", index_col="adapter")
+    assert on_disk.loc["B", "num_starved_requests"] == 1

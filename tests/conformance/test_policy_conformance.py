@@ -1,5 +1,5 @@
-"""Conformance: every registered scheduler (with LRU eviction) and every eviction policy (with the vllm scheduler)
-must keep the engine's contract on small random workloads that stress it (one to three GPU slots, tiny KV caches
+"""Conformance: every registered scheduler (with LRU eviction, flat memory), every eviction policy (with the vllm
+scheduler) and every adapter-memory layout (with vllm and LRU; ``slora`` also on ``unified``) must keep the engine's contract on small random workloads that stress it (one to three GPU slots, tiny KV caches
 that force recompute preemption, chunked prefill on and off, blocking and overlapped loads).
 
 Contract, checked for each generated workload:
@@ -7,7 +7,8 @@ Contract, checked for each generated workload:
 - per step: the distinct adapters of *every* sequence the step computes (running decodes, continuing prefill
   chunks and admissions alike) are at most ``max_loras``; KV use within capacity and exactly the running
   requests' blocks; GPU slots and CPU cache within capacity, GPU-resident adapters also in the CPU cache; at most
-  ``max_num_seqs`` running and ``max_num_batched_tokens`` computed. Three layers: :func:`watch_plans` counts the
+  ``max_num_seqs`` running and ``max_num_batched_tokens`` computed; with ``unified`` memory the KV blocks in use
+  are exactly the running requests' plus the resident adapters'. Three layers: :func:`watch_plans` counts the
   adapters of every plan itself; ``check_invariants=True`` makes the engine re-derive each step's batch summary
   from the plan's sequences (so a policy cannot under-report a step's adapters) and refuse a plan that breaks a
   limit; :class:`tests.helpers.InvariantRecorder` checks the state after every step;
@@ -31,7 +32,7 @@ from hypothesis import strategies as st
 
 from lorasim.engine.sequence import SeqStatus
 from lorasim.engine.simulation import Simulation
-from lorasim.policies import EVICTIONS, SCHEDULERS
+from lorasim.policies import ADAPTER_MEMORIES, EVICTIONS, SCHEDULERS
 from tests.helpers import InvariantRecorder, scenario
 
 EXAMPLES = 20  # per (scheduler, eviction) pair: ~2 s each
@@ -109,7 +110,13 @@ workloads = st.fixed_dictionaries({
 })
 
 
-def build(w: dict, scheduler: str, eviction: str):
+UNIFIED_EXTRA_BLOCKS = 48  # per GPU slot: the largest test adapter (rank 16) takes 40 KV blocks of the pool
+
+
+def build(w: dict, scheduler: str, eviction: str, memory: str = "flat"):
+    kv_tokens = w["kv_tokens"]
+    if ADAPTER_MEMORIES.get(memory).shares_kv:  # the pool must hold max_loras adapters besides the requests
+        kv_tokens += w["max_loras"] * UNIFIED_EXTRA_BLOCKS * 16
     return scenario(
         seed=w["seed"],
         adapters={"count": w["num_adapters"], "ranks": [8, 16]},
@@ -119,20 +126,22 @@ def build(w: dict, scheduler: str, eviction: str):
                   "popularity": {"kind": "zipf", "s": 1.0, "base_share": w["base_share"]}},
         engine={"max_loras": w["max_loras"], "max_cpu_loras": w["max_loras"] + w["extra_cpu"],
                 "max_num_seqs": w["max_num_seqs"], "max_num_batched_tokens": w["budget"],
-                "enable_chunked_prefill": w["chunked"], "kv_cache_tokens": w["kv_tokens"],
+                "enable_chunked_prefill": w["chunked"], "kv_cache_tokens": kv_tokens,
                 "adapter_load": w["load"]},
         scheduler={"name": scheduler},
         eviction={"name": eviction},
+        adapter_memory={"name": memory},
     )
 
 
-def check_conformance(w: dict, scheduler: str, eviction: str) -> None:
-    res, rec = simulate(build(w, scheduler, eviction), SEEN.setdefault((scheduler, eviction), Counter()))
+def check_conformance(w: dict, scheduler: str, eviction: str, memory: str = "flat") -> None:
+    sc = build(w, scheduler, eviction, memory)
+    res, rec = simulate(sc, SEEN.setdefault((scheduler, eviction, memory), Counter()))
     r, steps = res.requests, res.steps
     n = w["num_requests"]
     # per step (also asserted step by step by the recorder and the engine's plan check)
     assert (steps["num_distinct_adapters"] <= w["max_loras"]).all()
-    assert (steps["kv_used_blocks"] <= w["kv_tokens"] // 16).all()
+    assert (steps["kv_used_blocks"] <= sc.engine.kv_cache_tokens // 16).all()
     # every request accounted for exactly once
     assert len(r) == n == r["request_id"].nunique()
     assert set(rec.terminal) == set(r["request_id"]) and set(rec.terminal.values()) == {1}, rec.terminal
@@ -142,32 +151,35 @@ def check_conformance(w: dict, scheduler: str, eviction: str) -> None:
     assert r.loc[~r["aborted"], "finish_time_s"].notna().all()
     assert res.summary["num_completed"] + res.summary["num_aborted"] == n
     # determinism: the same scenario and seed again
-    again, _ = simulate(build(w, scheduler, eviction))
+    again, _ = simulate(build(w, scheduler, eviction, memory))
     pd.testing.assert_frame_equal(r, again.requests)
     pd.testing.assert_frame_equal(steps, again.steps)
 
 
-PAIRS = [(s, "lru") for s in SCHEDULERS.names()] + [("vllm", e) for e in EVICTIONS.names() if e != "lru"]
-SEEN: dict[tuple[str, str], Counter] = {p: Counter() for p in PAIRS}  # what the examples exercised, per pair
+PAIRS = ([(s, "lru", "flat") for s in SCHEDULERS.names()]
+         + [("vllm", e, "flat") for e in EVICTIONS.names() if e != "lru"]
+         + [("vllm", "lru", m) for m in ADAPTER_MEMORIES.names() if m != "flat"]
+         + [("slora", "lru", "unified")])
+SEEN: dict[tuple[str, str, str], Counter] = {p: Counter() for p in PAIRS}  # what the examples exercised, per case
 
 
-@pytest.mark.parametrize("scheduler,eviction", PAIRS)
-def test_policy_conformance(scheduler, eviction):
+@pytest.mark.parametrize("scheduler,eviction,memory", PAIRS)
+def test_policy_conformance(scheduler, eviction, memory):
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.too_slow])
     @given(w=workloads)
     def conforms(w):
-        check_conformance(w, scheduler, eviction)
+        check_conformance(w, scheduler, eviction, memory)
 
     conforms()
     # the generated workloads exercised what the contract is about: steps that continue a chunked prompt
-    assert SEEN[scheduler, eviction]["continuing_chunks"] > 0
+    assert SEEN[scheduler, eviction, memory]["continuing_chunks"] > 0
 
 
 def test_every_registered_policy_is_covered():
-    covered_s = {s for s, _ in PAIRS}
-    covered_e = {e for _, e in PAIRS}
-    assert covered_s == set(SCHEDULERS.names()) and covered_e == set(EVICTIONS.names())
+    assert {s for s, _, _ in PAIRS} == set(SCHEDULERS.names())
+    assert {e for _, e, _ in PAIRS} == set(EVICTIONS.names())
+    assert {m for _, _, m in PAIRS} == set(ADAPTER_MEMORIES.names())
 
 
 def test_the_check_catches_a_policy_that_ignores_the_cap():

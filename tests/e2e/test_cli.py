@@ -131,11 +131,12 @@ def test_policies_lists_rules():
     j = json.loads(lorasim_cli("policies", "--json").stdout)
     assert list(j) == ["scheduler", "eviction", "adapter_memory", "router"]
     # every built-in, sorted (and nothing else: no plug-in is installed in the test environment)
-    assert {"affinity", "batch-completion", "drain", "edf", "fcfs-break", "fcfs-grouped", "score", "sjf", "vllm",
-            "vllm-v0", "vtc"} <= set(j["scheduler"])
+    assert {"affinity", "batch-completion", "dlora", "drain", "edf", "fcfs-break", "fcfs-grouped", "multi-queue",
+            "score", "sjf", "slora", "vllm", "vllm-v0", "vtc"} <= set(j["scheduler"])
     assert j["scheduler"] == sorted(j["scheduler"]) == SCHEDULERS.names()
     assert j["eviction"] == ["cost-aware", "fifo", "lfu", "lru"] == EVICTIONS.names()
-    assert j["adapter_memory"] == [] and j["router"] == []  # kinds without policies yet
+    assert j["adapter_memory"] == ["flat", "rank-paged", "unified"]
+    assert j["router"] == []  # a kind without policies yet (clusters)
 
 
 def test_help_mentions_commands():

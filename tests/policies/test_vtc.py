@@ -127,3 +127,32 @@ def test_params_are_validated():
         scenario(scheduler={"name": "vtc", "w_out": -1})
     with pytest.raises(ConfigError, match="on_cap"):
         scenario(scheduler={"name": "vtc", "on_cap": "stop"})
+
+
+def test_tenant_clients_share_one_counter():
+    # tenant T owns A and B; C is a tenant of its own. T's requests (a1 100 tokens, b1 10) and C's (c1 50, c2 50):
+    # counters 0: tie -> T (a1 first in queue) = 100; then C (0) c1 = 50; C (50 < 100) c2 = 100; tie T/C at 100 ->
+    # T's oldest (b1, queue position 2) before C's (none left): b1. Per adapter, B (0) would go before c2.
+    q = [make_seq(1, "A", prompt=100), make_seq(2, "B", prompt=10), make_seq(3, "C", prompt=50),
+         make_seq(4, "C", prompt=50)]
+    s = vtc(client="tenant", tenants={"T": ["A", "B"]})
+    plan = s.schedule(view(waiting=q), 0.0)
+    assert admitted_ids(plan) == [1, 3, 4, 2]
+    assert s.counters == {"T": 110.0, "C": 100.0}
+    s.on_step_end(plan, 0.01)  # one first token each: T +2 x 2, C +2 x 2
+    assert s.counters == {"T": 114.0, "C": 104.0}
+    assert admitted_ids(vtc().schedule(view(waiting=q), 0.0)) == [1, 2, 3, 4]
+
+
+def test_tenant_skips_only_the_capped_request():
+    # cap 1, A running: T's head b1 needs a second adapter (skipped), its next request a2 uses A and is admitted
+    s = vtc(client="tenant", tenants={"T": ["A", "B"]})
+    plan = s.schedule(view([running_seq(0, "A")], [make_seq(1, "B"), make_seq(2, "A")], max_loras=1), 0.0)
+    assert admitted_ids(plan) == [0, 2]
+
+
+def test_tenants_are_validated():
+    with pytest.raises(ConfigError, match="adapter 'A' is in tenants"):
+        scenario(scheduler={"name": "vtc", "client": "tenant", "tenants": {"T": ["A"], "U": ["A"]}})
+    with pytest.raises(ConfigError, match="tenants is only used with client: tenant"):
+        scenario(scheduler={"name": "vtc", "tenants": {"T": ["A"]}})

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from lorasim._model import InputModel
 from lorasim.engine.sequence import Seq
@@ -19,8 +19,12 @@ from lorasim.policies.base import SCHEDULERS, Admit, PlanBuilder, ReplicaView, S
 class VtcParams(InputModel):
     """Knobs of :class:`VtcScheduler` (the paper's ``w_p`` and ``w_q``; the artifact's input and output prices)."""
 
-    client: Literal["adapter"] = "adapter"
-    """What a client is: ``adapter`` (each adapter is a client, the base model one more), as in the artifact."""
+    client: Literal["adapter", "tenant"] = "adapter"
+    """What a client is: ``adapter`` (each adapter is a client, the base model one more), as in the artifact;
+    ``tenant``: the groups of adapters in ``tenants`` (a tenant's adapters share one counter; an adapter in no group is
+    a tenant of its own, the base model one more)."""
+    tenants: dict[str, list[str]] = Field(default_factory=dict)
+    """Tenant name -> its adapters, for ``client: tenant``; an adapter may belong to one tenant only."""
     w_in: float = Field(default=1.0, ge=0.0, le=1e6)
     """Counter charge per prompt token, at admission."""
     w_out: float = Field(default=2.0, ge=0.0, le=1e6)
@@ -32,11 +36,24 @@ class VtcParams(InputModel):
     free slot (VTC's order is kept, at the cost of idle slots)."""
 
 
+    @model_validator(mode="after")
+    def _tenants_disjoint(self) -> "VtcParams":
+        seen: dict[str, str] = {}
+        for t, adapters in self.tenants.items():
+            for a in adapters:
+                if a in seen and seen[a] != t:
+                    raise ValueError(f"adapter {a!r} is in tenants {seen[a]!r} and {t!r}")
+                seen[a] = t
+        if self.tenants and self.client != "tenant":
+            raise ValueError("tenants is only used with client: tenant")
+        return self
+
+
 @SCHEDULERS.register("vtc")
 class VtcScheduler(Scheduler):
     """Virtual Token Counter: serve the client that has received the least service.
 
-    Rule: each client (adapter; the base model is one client) has a counter; admission repeatedly takes the client
+    Rule: each client (adapter, or tenant: a group of adapters; the base model is one client) has a counter; admission repeatedly takes the client
     with the smallest counter among those with waiting requests and admits its oldest waiting request, charging
     ``w_in`` x prompt tokens; a client whose adapter would exceed ``max_loras`` is skipped for the rest of the step
     (``on_cap: hold``: only the base model is served after it); budget, ``max_num_seqs`` or a KV failure stops the
@@ -61,14 +78,29 @@ class VtcScheduler(Scheduler):
 
     def __init__(self, params=None):
         super().__init__(params)
+        self.tenant_of: dict[str, str] | None = None  # adapter -> tenant (client: tenant); None: client = adapter
+        if self.params.client == "tenant":
+            self.tenant_of = {a: t for t, adapters in self.params.tenants.items() for a in adapters}
         self.counters: dict[str | None, float] = {}  # client -> virtual tokens served
         self._backlogged: set[str | None] = set()  # clients with waiting requests when the last scan ended
         self._pending: Counter[str | None] = Counter()  # client -> tokens the planned step generates
 
     def schedule(self, view: ReplicaView, now_s: float) -> StepPlan:
         plan = super().schedule(view, now_s)
-        self._pending = generated_by_client(view, plan)
+        gen = generated_by_client(view, plan)
+        if self.tenant_of is not None:
+            by_tenant: Counter[str | None] = Counter()
+            for a, n in gen.items():
+                by_tenant[self._client(a)] += n
+            gen = by_tenant
+        self._pending = gen
         return plan
+
+    def _client(self, adapter: str | None) -> str | None:
+        """The client an adapter's requests are charged to (the adapter itself unless grouped into a tenant)."""
+        if adapter is None or self.tenant_of is None:
+            return adapter
+        return self.tenant_of.get(adapter, adapter)
 
     def on_step_end(self, plan: StepPlan, now_s: float) -> None:
         w, c = self.params.w_out, self.counters
@@ -78,7 +110,7 @@ class VtcScheduler(Scheduler):
         self._pending = Counter()
 
     def admit_waiting(self, view: ReplicaView, b: PlanBuilder, now_s: float) -> None:
-        queues = waiting_by_client(view)
+        queues = waiting_by_client(view, self._client if self.tenant_of is not None else None)
         c = self.counters
         order = {k: i for i, k in enumerate(queues)}  # first-seen order, the last tie-break
         head = {k: (q[0]._qpos, order[k]) for k, q in queues.items()}
@@ -99,9 +131,17 @@ class VtcScheduler(Scheduler):
             seq = q[p]
             r = b.try_admit(seq)
             if r is Admit.ADAPTER_CAP:
-                heapq.heappop(heap)  # every request of this client needs the same adapter
                 if hold:  # nobody overtakes it but the base model, which needs no slot
+                    heapq.heappop(heap)
                     heap = [e for e in heap if e[3] is None]
+                elif self.tenant_of is None:
+                    heapq.heappop(heap)  # every request of this client needs the same adapter
+                else:  # a tenant's next request may use an adapter the step already holds
+                    pos[k] = p = p + 1
+                    if p < len(q):
+                        heapq.heapreplace(heap, (c[k], q[p]._qpos, order[k], k))
+                    else:
+                        heapq.heappop(heap)
                 continue
             if r is not Admit.OK:
                 break
@@ -117,19 +157,29 @@ class VtcScheduler(Scheduler):
     def prefetch_order(self, view: ReplicaView) -> list[str]:
         """The adapters of the waiting clients, least served first (what admission takes next)."""
         c = self.counters
-        queues = waiting_by_client(view)
+        queues = waiting_by_client(view, self._client if self.tenant_of is not None else None)
         ranked = sorted((k for k in queues if k is not None), key=lambda k: (c.get(k, 0.0), queues[k][0]._qpos))
-        return ranked[: view.limits.max_loras]
+        if self.tenant_of is None:
+            return ranked[: view.limits.max_loras]
+        adapters: dict[str, None] = {}  # a tenant's adapters in its queue order
+        for k in ranked:
+            for s in queues[k]:
+                if s.adapter is not None and s.adapter not in adapters:
+                    adapters[s.adapter] = None
+                    if len(adapters) >= view.limits.max_loras:
+                        return list(adapters)
+        return list(adapters)
 
 
-def waiting_by_client(view: ReplicaView) -> Mapping[str | None, Sequence[Seq]]:
-    """The waiting queue split by client (adapter; ``None`` for the base model), each in queue order."""
+def waiting_by_client(view: ReplicaView, client_of=None) -> Mapping[str | None, Sequence[Seq]]:
+    """The waiting queue split by client (adapter, or ``client_of(adapter)``; ``None`` for the base model), each in
+    queue order."""
     index = view.waiting_by_adapter
-    if index is not None:
+    if index is not None and client_of is None:
         return index
     queues: dict[str | None, list[Seq]] = {}
     for s in view.waiting:
-        queues.setdefault(s.adapter, []).append(s)
+        queues.setdefault(s.adapter if client_of is None else client_of(s.adapter), []).append(s)
     return queues
 
 
