@@ -4,7 +4,9 @@ Each kept run (``status == "ok"``, per-adapter Poisson arrivals, ShareGPT prompt
 scenario: the model's H100 profile, ``n_adapters`` adapters with ranks cycled from ``adapter_rank_pool``,
 per-adapter Poisson arrivals with ``adapter_rate_values`` (shuffled assignment) over ``total_time_arg_s``, the
 ShareGPT Llama-3 empirical lengths, the run's engine limits (NaN ``max_num_seqs``/``max_num_batched_tokens`` ->
-vLLM V1 defaults 256/2048) and seed 0.
+vLLM V1 defaults 256/2048) and seed 0. The client is the benchmark's: one TCP connection per request, at most
+28,232 ports (Linux's default ephemeral range) in flight or in TIME_WAIT (60 s); a request that finds none fails at
+once and does not count (``client`` section; OS defaults, nothing fitted).
 
 Window rule (as the benchmark's by-time summary): the simulation stops at the window end (``horizon_s``) and only
 requests finished by then count. Predicted ``total_tok_s`` = (prompt + output tokens of those) / window,
@@ -62,6 +64,12 @@ def skip_reason(row: dict) -> str | None:
     return None
 
 
+# The runs' client (benchmark_serving_by_time.py) opens one aiohttp session, so one TCP connection and one local port,
+# per request; Linux's default ephemeral range 32768-60999 holds 28,232 ports and a closed connection keeps its port
+# for TIME_WAIT (60 s). Requests beyond that fail at once and are not counted. OS defaults, not fitted.
+BENCHMARK_CLIENT = {"max_connections": 28232, "time_wait_s": 60.0}
+
+
 def build_scenario(row: dict) -> dict:
     """The scenario dict that replays one real run (see the module docstring)."""
     ranks = [int(float(v)) for v in str(row["adapter_rank_pool"]).split()]
@@ -82,6 +90,7 @@ def build_scenario(row: dict) -> dict:
                    "max_num_seqs": _int_or(row["max_num_seqs"], 256),
                    "max_num_batched_tokens": _int_or(row["max_num_batched_tokens"], 2048)},
         "metrics": {"starvation_threshold_s": None},  # not a benchmark metric; its per-step check costs time
+        "client": BENCHMARK_CLIENT,
     }
 
 

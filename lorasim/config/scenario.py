@@ -1,5 +1,5 @@
 """The whole scenario: ``seed``, ``model``, ``workload``, ``adapters``, ``engine``, ``scheduler``, ``eviction``,
-``adapter_memory``, ``metrics``, ``output``. Validated once at the boundary (pydantic v2, unknown keys rejected, frozen)."""
+``adapter_memory``, ``client``, ``metrics``, ``output``. Validated once at the boundary (pydantic v2, unknown keys rejected, frozen)."""
 
 from __future__ import annotations
 
@@ -61,6 +61,21 @@ class OutputConfig(InputModel):
     """Output directory; unset: print the summary only."""
     steps: bool = True
     """Write ``steps.parquet`` (one row per engine step)."""
+    records: Literal["full", "requests"] = "full"
+    """What the run keeps in memory: ``full`` (the requests table and one row per engine step) or ``requests`` (no
+    per-step table: step totals only, for long runs and sweeps; ``steps.parquet`` is not written and the step-derived
+    summary metrics come from running totals)."""
+
+
+class ClientConfig(InputModel):
+    """The load generator's connection limit (vLLM's serving benchmark opens one TCP connection per request)."""
+
+    max_connections: int | None = Field(default=None, ge=1, le=10**9)
+    """Local ports the client can use: a request that arrives while this many are taken (requests in flight, plus
+    connections closed within ``time_wait_s``) fails at once and is reported aborted (``abort_reason`` says why).
+    Unset: unlimited. Linux's default ``ip_local_port_range`` (32768-60999) gives 28232."""
+    time_wait_s: float = Field(default=0.0, ge=0.0, le=3600.0)
+    """How long a closed connection keeps its port (TCP TIME_WAIT; 60 s on Linux), seconds."""
 
 
 class Scenario(InputModel):
@@ -76,6 +91,7 @@ class Scenario(InputModel):
     scheduler: SchedulerConfig = SchedulerConfig()
     eviction: EvictionConfig = EvictionConfig()
     adapter_memory: AdapterMemoryConfig = AdapterMemoryConfig()
+    client: ClientConfig = ClientConfig()
     metrics: MetricsConfig = MetricsConfig()
     output: OutputConfig = OutputConfig()
     horizon_s: float | None = Field(default=None, gt=0, le=MAX_TIME_S)

@@ -139,6 +139,11 @@ class AdapterStore:
         self.gpu_policy.on_use_many(adapters, now_s)
         self.cpu_policy.on_use_many(adapters, now_s)
 
+    def touch_steps(self, adapters: list[str], starts_s: list[float]) -> None:
+        """Mark ``adapters`` used by consecutive steps starting at ``starts_s`` (as :meth:`touch` once per step)."""
+        self.gpu_policy.on_use_steps(adapters, starts_s)
+        self.cpu_policy.on_use_steps(adapters, starts_s)
+
     # ---- loading -------------------------------------------------------------------------------------------
     def ensure(self, adapters: list[str], protect: set[str]):
         """SimPy generator: make every adapter in ``adapters`` ready on the GPU, one after another (vLLM loads

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import math
 from collections import deque
 from functools import partial
@@ -12,14 +13,27 @@ import simpy
 
 from lorasim.engine.adapters import AdapterStore
 from lorasim.engine.arrivals import ArrivalFeed, CancelFeed
+from lorasim.engine.client import ConnectionPool
 from lorasim.engine.decodes import DecodeGroup
 from lorasim.engine.kvcache import KVCache
 from lorasim.engine.sequence import Seq, SeqStatus
 from lorasim.engine.starvation import StarvationWatch
 from lorasim.engine.waiting import WaitingQueue
 from lorasim.errors import PolicyError
+from lorasim.metrics.recorder import Recorder
 from lorasim.perf.base import BatchStats, StepTimeModel
 from lorasim.policies.base import ReplicaView, Scheduler, SchedulerLimits, StepPlan, add_tokens
+
+
+def timeout_at(env: simpy.Environment, t: float) -> simpy.events.Event:
+    """An event that fires at absolute time ``t`` (>= now), so that a run of steps ends at exactly the float the
+    step-by-step sum of their times gives (``env.timeout(t - now)`` could round differently). Uses SimPy's event
+    queue directly (``Environment.schedule`` adds a delay to ``now``; stable since SimPy 3)."""
+    ev = simpy.events.Event(env)
+    ev._ok = True
+    ev._value = None
+    heapq.heappush(env._queue, (t, simpy.events.NORMAL, next(env._eid), ev))
+    return ev
 
 
 def merged_cost(stats: BatchStats) -> BatchStats:
@@ -48,12 +62,18 @@ class Replica:
         starvation: the starvation watchdog, checked once per step (None: off).
         cancels: client cancellations, applied between steps (None: no request is cancelled; the loop then does no
             cancellation work at all).
+        horizon_s: the simulation stops at this time (None: never); steady steps run in one go never cross it.
+        client: the benchmark client's connections (None: unlimited); a request that finds none free is aborted
+            when it arrives, and every request's connection closes when it completes, is aborted or cancelled.
+        fast_forward: run steady decode steps in one go (:meth:`_steady_steps`) where the scheduler, the load mode
+            and the recorder allow it; the results are identical either way (False: one SimPy event per step).
     """
 
     def __init__(self, env: simpy.Environment, replica_id: int, limits: SchedulerLimits, scheduler: Scheduler,
                  store: AdapterStore, kv: KVCache, perf: StepTimeModel, recorder, feed: ArrivalFeed,
                  overlapped_loads: bool = False, check_invariants: bool = False,
-                 starvation: StarvationWatch | None = None, cancels: CancelFeed | None = None):
+                 starvation: StarvationWatch | None = None, cancels: CancelFeed | None = None,
+                 horizon_s: float | None = None, fast_forward: bool = True, client: ConnectionPool | None = None):
         self.env = env
         self.replica_id = replica_id
         self.limits = limits
@@ -74,6 +94,17 @@ class Replica:
         self.cancels = cancels
         self._wakeup = env.event()
         self._last_step_end_s = -1.0
+        self.horizon_s = math.inf if horizon_s is None else horizon_s
+        self.client = client
+        rec_cls = type(recorder)
+        plain_recorder = ("on_steady_steps" in rec_cls.__dict__ or (
+            rec_cls.on_step_end is Recorder.on_step_end and rec_cls.on_itl is Recorder.on_itl))
+        self.fast_forward = (fast_forward and scheduler.steady_decode_is_stable and not overlapped_loads
+                             and not check_invariants and plain_recorder)
+        self._steady = False  # the last step was a pure bulk decode that completed nothing (see _steady_steps)
+        self._steady_run: tuple | None = None
+        self.num_steady_steps = 0  # steps run by _steady_steps (without the scheduler)
+        self._completed = 0  # requests completed so far
 
     @property
     def num_steps(self) -> int:
@@ -100,16 +131,29 @@ class Replica:
             self.wake()
 
     def submit(self, seq: Seq, arrival_s: float) -> None:
-        """A request reaches the scheduler at ``arrival_s``: queue it, or abort it if it can never be served."""
+        """A request reaches the scheduler at ``arrival_s``: queue it, or abort it if it can never be served or its
+        client has no free connection."""
+        client = self.client
+        if client is not None and not client.try_open(arrival_s):
+            seq.abort_reason = (f"client: no free connection ({client.max_connections} ports, in flight or in "
+                                f"TIME_WAIT)")
+            seq.status = SeqStatus.ABORTED
+            seq.finish_time_s = arrival_s
+            self.recorder.on_abort(seq, arrival_s)
+            return
         if seq.abort_reason:  # set by mark_unservable or the workload (max_model_len)
             seq.status = SeqStatus.ABORTED
             seq.finish_time_s = arrival_s
             self.recorder.on_abort(seq, arrival_s)
+            if client is not None:
+                client.close(arrival_s)
             return
         if seq.cancel_at_s <= arrival_s:  # its client gave up before it reached the scheduler
             seq.status = SeqStatus.CANCELLED
             seq.cancel_time_s = seq.cancel_at_s
             self.recorder.on_cancel(seq, seq.cancel_at_s)
+            if client is not None:
+                client.close(arrival_s)
             return
         self.waiting.append(seq)
         self.waiting_by_adapter.setdefault(seq.adapter, deque()).append(seq)
@@ -148,6 +192,12 @@ class Replica:
         """SimPy process: the step loop."""
         env, feed, cancels = self.env, self.feed, self.cancels
         while True:
+            if self._steady and feed.next_due_s > env.now and (cancels is None or cancels.next_s > env.now):
+                steady = self._steady_steps()
+                if steady is not None:
+                    yield steady
+                    self._steady_steps_done()
+                    continue
             if feed.next_due_s <= env.now:
                 self.take_arrivals(env.now)
             if cancels is not None and cancels.next_s <= env.now:
@@ -191,10 +241,73 @@ class Replica:
             self.store.touch(adapters, env.now)
             step_s = self.perf.step_time_s(stats if plan.merged is None else merged_cost(stats)) + plan.extra_time_s
             yield env.timeout(step_s)
+            completed = self._completed
             self._finish_step(plan, start, load_wait, stats, len(missing))
             self.scheduler.on_step_end(plan, env.now)
+            self._steady = (self.fast_forward and plan.bulk_decode and not plan.scheduled and not plan.preempted
+                            and not plan.aborted and plan.merged is None and not plan.extra_time_s
+                            and self._completed == completed and not missing)
             if self.overlapped_loads and self.waiting:
                 self._prefetch(self.scheduler.prefetch_order(self._view()))
+
+    def _steady_steps(self):
+        """Run, without the scheduler, the pure bulk-decode steps that follow one (the scheduler's
+        ``steady_decode_is_stable`` promise makes each of them the plan it would return), as one SimPy event.
+
+        The run stops before the first step that starts at or after the next arrival or cancellation, that completes
+        a request (``DecodeGroup.finishing``), whose KV growth exceeds the free blocks (the scheduler must preempt),
+        or that would end after ``horizon_s``: those go through the scheduler. Every step is computed exactly as the
+        step loop would (same batch summary, same float additions of step times, same records), so results are
+        identical with and without it.
+
+        Returns:
+            The event that fires at the end of the last step (its per-step work is applied already; records and
+            recency are applied by :meth:`_steady_steps_done` once it fires), or None when not even one step
+            qualifies.
+        """
+        g, kv, perf = self.decodes, self.kv, self.perf
+        limit = min(self.feed.next_due_s, self.cancels.next_s if self.cancels is not None else math.inf)
+        horizon = self.horizon_s
+        num, num_lora, num_adapters = g.num, g.num_lora, len(g.adapters)
+        finish_due = g._finish_due
+        t = self.env.now
+        starts: list[float] = []
+        ends: list[float] = []
+        contexts: list[int] = []
+        kv_used: list[int] = []
+        while t < limit and g.step not in finish_due:
+            due = g.blocks_due()
+            if due > kv.free_blocks:
+                break
+            ctx = g.ctx_sum + num
+            step_s = perf.step_time_s(BatchStats(num_decode_seqs=num, num_decode_context_tokens=ctx,
+                                                 num_lora_tokens=num_lora, num_distinct_adapters=num_adapters))
+            end = t + step_s
+            if end > horizon:
+                break
+            kv.allocate(due)
+            g.advance(0.0)
+            starts.append(t)
+            ends.append(end)
+            contexts.append(ctx)
+            kv_used.append(kv.used_blocks)
+            t = end
+        if not starts:
+            self._steady = False
+            return None
+        self._steady_run = (starts, ends, contexts, kv_used, num, num_adapters)
+        return timeout_at(self.env, t)
+
+    def _steady_steps_done(self) -> None:
+        """The steady run's last step ended: record its steps, touch its adapters, close it."""
+        starts, ends, contexts, kv_used, num, num_adapters = self._steady_run
+        self._steady_run = None
+        self.num_steady_steps += len(starts)
+        adapters = list(self.decodes.adapters)
+        if adapters:
+            self.store.touch_steps(adapters, starts)
+        self.recorder.on_steady_steps(self, starts, ends, num, contexts, num_adapters, kv_used)
+        self._last_step_end_s = ends[-1]
 
     def _idle(self):
         """Sleep until the next request falls due or something wakes the loop."""
@@ -323,6 +436,8 @@ class Replica:
             seq.abort_reason = reason or f"aborted by scheduler {self.scheduler.name!r}"
             seq.finish_time_s = now
             self.recorder.on_abort(seq, now)
+            if self.client is not None:
+                self.client.close(now)
 
     def _apply_preemptions(self, plan: StepPlan) -> None:
         if not plan.preempted:
@@ -406,9 +521,12 @@ class Replica:
         seq.status = SeqStatus.CANCELLED
         seq.cancel_time_s = now_s
         self.recorder.on_cancel(seq, now_s)
+        if self.client is not None:
+            self.client.close(now_s)
 
     def _complete(self, seq: Seq, now_s: float) -> None:
         """The sequence produced its last token: free its KV blocks and record it."""
+        self._completed += 1
         seq.status = SeqStatus.FINISHED
         del self._running[seq]
         self._running_list = None
@@ -416,6 +534,8 @@ class Replica:
         self.kv.free(seq.num_blocks)
         seq.num_blocks = 0
         self.recorder.on_complete(seq, now_s)
+        if self.client is not None:
+            self.client.close(now_s)
 
     def _finish_step(self, plan: StepPlan, start_s: float, load_wait_s: float, stats: BatchStats,
                      num_loads: int) -> None:

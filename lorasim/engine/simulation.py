@@ -13,6 +13,7 @@ import simpy
 from lorasim.config.scenario import Scenario
 from lorasim.engine.adapters import AdapterStore
 from lorasim.engine.arrivals import ArrivalFeed, CancelFeed
+from lorasim.engine.client import ConnectionPool
 from lorasim.engine.kvcache import KVCache
 from lorasim.engine.link import Link
 from lorasim.engine.replica import Replica
@@ -125,6 +126,8 @@ class Simulation:
         step_time_model: replaces the scenario's step-time model (tests, what-ifs).
         recorder: a :class:`Recorder` (subclass) to receive the hooks; default a plain one.
         check_invariants: re-derive and validate every step's plan (slower; the tests turn it on).
+        fast_forward: let the replica run steady decode steps without the scheduler, in one SimPy event (identical
+            results; False: one event and one scheduler call per step, for equivalence tests).
 
     Raises:
         ConfigError, DataFileError: the scenario cannot be built (impossible tiers, KV capacity, missing files).
@@ -132,7 +135,7 @@ class Simulation:
 
     def __init__(self, scenario: Scenario, data_dir: str | Path | None = None,
                  step_time_model: StepTimeModel | None = None, recorder: Recorder | None = None,
-                 check_invariants: bool = False):
+                 check_invariants: bool = False, fast_forward: bool = True):
         self.scenario = scenario
         self.rngs = RngStreams(scenario.seed)
         eng = scenario.engine
@@ -167,6 +170,7 @@ class Simulation:
             self.perf = self.profile.step_time_model(eng.max_lora_rank, self.lora_enabled, eng.max_loras)
         self.env = simpy.Environment()
         self.recorder = recorder if recorder is not None else Recorder()
+        self.recorder.keep_steps = scenario.output.records == "full"
         links = {}
         for name in ("disk_to_cpu", "cpu_to_gpu"):
             cfg, base = getattr(eng, name), self.profile.link_cost(name)
@@ -198,7 +202,10 @@ class Simulation:
                                ArrivalFeed(self.seqs, due_s),
                                overlapped_loads=eng.adapter_load == "overlapped",
                                check_invariants=check_invariants,
-                               starvation=self._starvation_watch(scenario), cancels=cancels)
+                               starvation=self._starvation_watch(scenario), cancels=cancels,
+                               horizon_s=scenario.horizon_s, fast_forward=fast_forward,
+                               client=(None if scenario.client.max_connections is None else
+                                       ConnectionPool(scenario.client.max_connections, scenario.client.time_wait_s)))
         self.replica.mark_unservable(self.seqs, arrays.prompt_tokens + arrays.output_tokens)
         # the scenario as run: defaults that depend on other fields made explicit (KV capacity and link costs left
         # unset stay derived from the profile, so that editing max_loras in the resolved file still moves them)
@@ -276,6 +283,7 @@ class Simulation:
             info=dict(self.info),
             wall_time_s=time.perf_counter() - t0,
             notes=self.notes,
+            step_totals=dict(rec.step_totals),
         )
 
 

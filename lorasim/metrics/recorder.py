@@ -21,7 +21,10 @@ class Recorder:
     )
     EVENT_COLUMNS = ("time_s", "replica", "kind", "tier", "adapter", "duration_s", "size_bytes")
 
-    def __init__(self):
+    def __init__(self, keep_steps: bool = True):
+        self.keep_steps = keep_steps  # False (records: requests): step totals only, no per-step rows
+        self.step_totals = {"num_steps": 0, "busy_s": 0.0, "seq_seconds": 0.0, "load_wait_s": 0.0,
+                            "max_num_waiting": 0}
         self.steps: dict[str, list] = {c: [] for c in self.STEP_COLUMNS}
         self.events: dict[str, list] = {c: [] for c in self.EVENT_COLUMNS}
         self.itl_values_s: list[float] = []
@@ -59,6 +62,16 @@ class Recorder:
 
     def on_step_end(self, replica, start_s: float, end_s: float, load_wait_s: float, stats, num_loads: int,
                     num_preempted: int) -> None:
+        if not self.keep_steps:
+            t = self.step_totals
+            d = end_s - start_s
+            t["num_steps"] += 1
+            t["busy_s"] += d
+            t["seq_seconds"] += (stats.num_prefill_seqs + stats.num_decode_seqs) * d
+            t["load_wait_s"] += load_wait_s
+            if len(replica.waiting) > t["max_num_waiting"]:
+                t["max_num_waiting"] = len(replica.waiting)
+            return
         c = self.steps
         c["replica"].append(replica.replica_id)
         c["start_time_s"].append(start_s)
@@ -75,6 +88,42 @@ class Recorder:
         c["num_running"].append(len(replica.running))
         c["num_waiting"].append(len(replica.waiting))
         c["kv_used_blocks"].append(replica.kv.used_blocks)
+
+    def on_steady_steps(self, replica, starts_s: list[float], ends_s: list[float], num_decode_seqs: int,
+                        context_tokens: list[int], num_distinct_adapters: int, kv_used_blocks: list[int]) -> None:
+        """Consecutive pure decode steps run in one go (``Replica._steady_steps``): the same records as
+        :meth:`on_step_end` and :meth:`on_itl` for each, in bulk. Every step decodes ``num_decode_seqs`` sequences
+        that all produced a token at the previous step's end, loads nothing and preempts nothing; ``context_tokens``
+        and ``kv_used_blocks`` are per step. The engine runs steps this way only for a recorder that does not override
+        :meth:`on_step_end` or :meth:`on_itl`, or that overrides this method too."""
+        k = len(starts_s)
+        durations = [e - s for s, e in zip(starts_s, ends_s)]
+        self.itl_values_s.extend(durations)
+        self.itl_counts.extend([num_decode_seqs] * k)
+        if not self.keep_steps:
+            t = self.step_totals
+            t["num_steps"] += k
+            for d in durations:
+                t["busy_s"] += d
+                t["seq_seconds"] += num_decode_seqs * d
+            t["max_num_waiting"] = max(t["max_num_waiting"], len(replica.waiting))
+            return
+        c = self.steps
+        c["replica"].extend([replica.replica_id] * k)
+        c["start_time_s"].extend(starts_s)
+        c["duration_s"].extend(durations)
+        c["load_wait_s"].extend([0.0] * k)
+        c["num_seqs"].extend([num_decode_seqs] * k)
+        c["num_prefill_tokens"].extend([0] * k)
+        c["num_prefill_seqs"].extend([0] * k)
+        c["num_decode_seqs"].extend([num_decode_seqs] * k)
+        c["num_decode_context_tokens"].extend(context_tokens)
+        c["num_distinct_adapters"].extend([num_distinct_adapters] * k)
+        c["num_adapter_loads"].extend([0] * k)
+        c["num_preempted"].extend([0] * k)
+        c["num_running"].extend([len(replica.running)] * k)
+        c["num_waiting"].extend([len(replica.waiting)] * k)
+        c["kv_used_blocks"].extend(kv_used_blocks)
 
     def on_adapter_load(self, link: str, adapter: str, start_s: float, end_s: float, size_bytes: int) -> None:
         self._event(end_s, "load", "cpu" if link == "disk_to_cpu" else "gpu", adapter, end_s - start_s, size_bytes)

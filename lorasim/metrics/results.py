@@ -98,6 +98,8 @@ class Results:
         info: deterministic run facts merged into the summary (KV capacity used, profile name).
         wall_time_s: wall-clock seconds the run took (not part of the summary, which is deterministic).
         notes: facts about the workload a user should know (trace rows kept, lengths fixed or capped).
+        step_totals: running step totals (``Recorder.step_totals``); the summary uses them when ``steps`` is empty
+            (``output.records: requests``).
     """
 
     requests: pd.DataFrame
@@ -109,13 +111,15 @@ class Results:
     info: dict = field(default_factory=dict)
     wall_time_s: float = 0.0
     notes: tuple[str, ...] = ()
+    step_totals: dict | None = None
     _summary: dict | None = None
 
     @property
     def summary(self) -> dict:
         """Flat dict of headline metrics (vLLM serving-benchmark names; times in ms where the key says so)."""
         if self._summary is None:
-            s = summarize(self.requests, self.steps, self.adapter_events, self.itl_values_s, self.itl_counts)
+            s = summarize(self.requests, self.steps, self.adapter_events, self.itl_values_s, self.itl_counts,
+                          self.step_totals)
             s.update({k: v for k, v in self.info.items() if k not in s})
             self._summary = s
         return self._summary
@@ -168,7 +172,8 @@ class Results:
             written.append(p)
 
         put("requests.parquet", lambda t: self.requests.to_parquet(t, index=False))
-        if getattr(self.scenario.output, "steps", True):
+        out_cfg = self.scenario.output
+        if getattr(out_cfg, "steps", True) and getattr(out_cfg, "records", "full") == "full":
             put("steps.parquet", lambda t: self.steps.to_parquet(t, index=False))
         elif (out / "steps.parquet").exists():
             (out / "steps.parquet").unlink()  # from an earlier run: it would not match this one

@@ -52,14 +52,16 @@ def _stats_ms(prefix: str, values_s: np.ndarray, out: dict) -> None:
 
 
 def summarize(requests: pd.DataFrame, steps: pd.DataFrame, events: pd.DataFrame,
-              itl_values_s: np.ndarray, itl_counts: np.ndarray) -> dict:
+              itl_values_s: np.ndarray, itl_counts: np.ndarray, step_totals: dict | None = None) -> dict:
     """Flat summary of one simulation.
 
     Args:
         requests: the requests table (one row per request).
-        steps: the steps table (one row per engine step).
+        steps: the steps table (one row per engine step; empty with ``records: requests``).
         events: adapter load/evict events.
         itl_values_s: inter-token latencies (s), with ``itl_counts`` multiplicities.
+        step_totals: running step totals (``Recorder.step_totals``), used instead of ``steps`` when that table was
+            not kept.
 
     Returns:
         A flat dict of scalars (see README for every key).
@@ -109,13 +111,21 @@ def summarize(requests: pd.DataFrame, steps: pd.DataFrame, events: pd.DataFrame,
     out["disk_adapter_loads"] = int((loads["tier"] == "cpu").sum()) if len(loads) else 0
     hits = requests["adapter_hit"].dropna()
     out["gpu_adapter_hit_rate"] = float(hits.mean()) if len(hits) else math.nan
-    out["adapter_load_wait_s"] = float(steps["load_wait_s"].sum()) if len(steps) else 0.0
+    totals = step_totals if step_totals is not None and not len(steps) else None
+    if totals is not None:
+        out["adapter_load_wait_s"] = float(totals["load_wait_s"])
+    else:
+        out["adapter_load_wait_s"] = float(steps["load_wait_s"].sum()) if len(steps) else 0.0
     waits = requests["queue_wait_s"].to_numpy()
     out["max_queue_wait_s"] = float(np.nanmax(waits)) if len(waits) and not np.all(np.isnan(waits)) else 0.0
     out["num_starved_requests"] = int(requests["starved"].sum()) if "starved" in requests else 0
     out["num_preemptions"] = int(requests["num_preemptions"].sum())
-    out["num_steps"] = int(len(steps))
-    if len(steps):
+    out["num_steps"] = int(len(steps)) if totals is None else int(totals["num_steps"])
+    if totals is not None:
+        busy = float(totals["busy_s"])
+        out["mean_num_running"] = float(totals["seq_seconds"] / busy) if busy else 0.0
+        out["max_num_waiting"] = int(totals["max_num_waiting"])
+    elif len(steps):
         busy = float(steps["duration_s"].sum())
         out["mean_num_running"] = float((steps["num_seqs"] * steps["duration_s"]).sum() / busy) if busy else 0.0
         out["max_num_waiting"] = int(steps["num_waiting"].max())

@@ -375,6 +375,13 @@ class Scheduler(ABC):
     name: ClassVar[str] = ""
     rule: ClassVar[str] = ""  # one-line admission rule and tie-break, shown by `lorasim policies`
     Params: ClassVar[type[BaseModel]] = NoParams
+    steady_decode_is_stable: ClassVar[bool] = False
+    """Promise that lets the engine skip :meth:`schedule` (see ``Replica._steady_steps``): once a plan only decodes
+    the DecodeGroup in bulk (no admission, no preemption, no abort), every later plan is that same bulk decode until
+    a request arrives, completes or is cancelled, or the decoders' KV growth no longer fits; and :meth:`on_step_end`
+    does nothing for such plans. True only for policies whose admission failures cannot clear by themselves over
+    time (vLLM's: a full adapter set, token budget, ``max_num_seqs`` or KV blocks, all fixed or shrinking while
+    only decodes run). Leave it False for time-dependent or stateful policies."""
 
     def __init__(self, params: BaseModel | None = None):
         self.params = params if params is not None else self.Params()
@@ -443,6 +450,13 @@ class EvictionPolicy(ABC):
         """A step used ``adapters`` (in this order); default: :meth:`on_use` for each. Override for speed."""
         for a in adapters:
             self.on_use(a, now_s)
+
+    def on_use_steps(self, adapters: list[str], starts_s: list[float]) -> None:
+        """Consecutive steps starting at ``starts_s`` each used ``adapters`` (in this order) and nothing else
+        happened to the tier between them; default: :meth:`on_use_many` per step. A policy whose state after such a
+        run depends only on the last use (recency order) overrides it with one call."""
+        for t in starts_s:
+            self.on_use_many(adapters, t)
 
     @abstractmethod
     def on_remove(self, adapter: str) -> None: ...

@@ -29,6 +29,9 @@ class LruEviction(EvictionPolicy):
         for a in adapters:
             move(a)
 
+    def on_use_steps(self, adapters: list[str], starts_s: list[float]) -> None:
+        self.on_use_many(adapters, starts_s[-1])  # recency order: repeating the same uses changes nothing
+
     def on_remove(self, adapter: str) -> None:
         self._order.pop(adapter, None)
 

@@ -13,6 +13,7 @@ class FcfsBreakScheduler(Scheduler):
     for any reason (adapter cap included) stops the scan. Tie-break: queue order.
     """
 
+    steady_decode_is_stable = True  # failures (cap, budget, max_num_seqs, KV) cannot clear while only decodes run
     rule = "strict FCFS; the first request that cannot be admitted (adapter cap included) stops the scan"
 
     def admit_waiting(self, view: ReplicaView, b: PlanBuilder, now_s: float) -> None:

@@ -16,6 +16,7 @@ class VllmScheduler(Scheduler):
     failure stops the scan. Tie-break: queue order (arrival order; preempted requests return to the head).
     """
 
+    steady_decode_is_stable = True  # failures (cap, budget, max_num_seqs, KV) cannot clear while only decodes run
     rule = "FCFS; skip a request whose adapter would exceed max_loras (it keeps its place); budget/seqs/KV stop the scan"
 
     def admit_waiting(self, view: ReplicaView, b: PlanBuilder, now_s: float) -> None:

@@ -1,0 +1,59 @@
+"""Steady decode steps run without the scheduler (``Replica._steady_steps``) give exactly the results of the
+step-by-step loop: the same requests, steps, adapter events, inter-token latencies and summary, bit for bit."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import lorasim
+from lorasim.engine.simulation import Simulation
+from tests.helpers import InvariantRecorder
+
+CONFIGS = [
+    ["workload.num_requests=300", "workload.arrivals.rate=0.5"],  # light load: long steady runs
+    ["workload.num_requests=400"],  # the default scenario, adapter-bound
+    ["workload.num_requests=300", "engine.kv_cache_tokens=6000", "engine.max_num_batched_tokens=256"],  # preemption
+    ["workload.num_requests=300", "workload.arrivals.rate=1", "horizon_s=120"],  # the horizon cuts a run
+    ["workload.num_requests=300", "workload.arrivals.rate=1", "workload.cancel_probability=0.3",
+     "workload.cancel_after_s=[0.0, 20.0]"],  # cancellations end runs
+    ["workload.num_requests=300", "workload.arrivals.rate=1", "eviction.name=lfu"],  # per-step uses (counts)
+    ["workload.num_requests=300", "workload.arrivals.rate=1", "eviction.name=cost-aware"],
+    ["workload.num_requests=300", "workload.arrivals.rate=2", "adapter_memory.name=unified"],
+    ["workload.num_requests=300", "workload.arrivals.rate=2", "scheduler.name=fcfs-break"],
+]
+
+
+def both(overrides):
+    sc = lorasim.load_scenario(None, overrides=overrides)
+    fast, slow = Simulation(sc), Simulation(sc, fast_forward=False)
+    return fast, fast.run(), slow, slow.run()
+
+
+@pytest.mark.parametrize("overrides", CONFIGS)
+def test_identical_to_step_by_step(overrides):
+    fast_sim, fast, slow_sim, slow = both(overrides)
+    assert fast_sim.replica.num_steady_steps > 0  # the fast path ran
+    assert slow_sim.replica.num_steady_steps == 0
+    pd.testing.assert_frame_equal(fast.requests, slow.requests, check_exact=True)
+    pd.testing.assert_frame_equal(fast.steps, slow.steps, check_exact=True)
+    pd.testing.assert_frame_equal(fast.adapter_events, slow.adapter_events, check_exact=True)
+    assert np.array_equal(fast.itl_values_s, slow.itl_values_s) and np.array_equal(fast.itl_counts, slow.itl_counts)
+    assert json.dumps(fast.summary, sort_keys=True) == json.dumps(slow.summary, sort_keys=True)
+
+
+def test_light_load_skips_most_scheduler_calls():
+    fast_sim, fast, _, _ = both(CONFIGS[0])
+    assert fast_sim.replica.num_steady_steps > 0.8 * len(fast.steps)
+
+
+def test_off_for_stateful_schedulers_overlapped_loads_and_checking_recorders():
+    for overrides, kw in ((["scheduler.name=vtc"], {}), (["engine.adapter_load=overlapped"], {}),
+                          ([], {"recorder": InvariantRecorder()}), ([], {"check_invariants": True})):
+        sim = Simulation(lorasim.load_scenario(None, overrides=["workload.num_requests=50", *overrides]), **kw)
+        assert not sim.replica.fast_forward, overrides or kw
+        sim.run()
+        assert sim.replica.num_steady_steps == 0
