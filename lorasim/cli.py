@@ -34,6 +34,10 @@ SUMMARY_ROWS = (
 
 
 def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if v is None:
+        return "-"
     if isinstance(v, float):
         if math.isnan(v):
             return "-"
@@ -196,6 +200,145 @@ def validate(
     skipped = sum(skips.values())
     print(f"replayed {len(df)} runs; skipped {skipped}" + (": " + ", ".join(f"{k}: {v}" for k, v in sorted(skips.items())) if skips else ""))
     print(f"wrote {out}/validation.csv, {out}/predicted_vs_measured.png")
+
+
+@app.command()
+def sweep(
+    scenario: Optional[Path] = typer.Argument(None, help="Scenario YAML; omitted: the embedded default scenario."),
+    grid: list[str] = typer.Option(..., "--grid", help="key.path=v1,v2,... (repeatable; the sweep runs the product "
+                                   "of the grids; values parsed as YAML, commas inside [] or {} kept)."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Seeds per point: seed, seed+1, ... of the scenario."),
+    out: Path = typer.Option(..., "--out", help="Write sweep.parquet, sweep.csv, sweep.json and points/ here; the "
+                                                "same command on the same directory resumes an interrupted sweep."),
+    set_: list[str] = typer.Option([], "--set", help="Override a leaf for every point (before the grid values)."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Local worker processes (default: one "
+                                          "per CPU)."),
+    dask: Optional[str] = typer.Option(None, "--dask", help="Run on this Dask distributed scheduler "
+                                       "(tcp://host:8786) instead of local processes."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory for traces and length tables."),
+) -> None:
+    """Run a grid of scenario variants x seeds and write one tidy table (a row per point, every summary field)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from lorasim.sweep import Sweep, parse_grid
+
+    prepare_out_dir(out)
+    sw = Sweep(scenario, parse_grid(grid), seeds=seeds, overrides=set_, data_dir=data_dir)
+    console.print(f"[bold]lorasim sweep[/] {len(sw.points)} points ({len(sw.points) // seeds} grid values x {seeds} "
+                  f"seed(s)) -> {out}/")
+    with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True)) as bar:
+        task = bar.add_task("sweep", total=len(sw.points))
+        table = sw.run(out, workers=workers or os.cpu_count() or 1, dask_address=dask,
+                       on_point=lambda done, total: bar.update(task, completed=done))
+    console.print(f"wrote {out}/sweep.parquet and {out}/sweep.csv ({len(table)} rows)")
+
+
+@app.command()
+def plan(
+    scenario: Optional[Path] = typer.Argument(None, help="Scenario YAML; omitted: the embedded default scenario."),
+    slo: list[str] = typer.Option(..., "--slo", help="metric<=value on a summary metric, e.g. ttft_ms_p99<=2000 "
+                                  "(repeatable; >=, <, > too)."),
+    minimize: Optional[str] = typer.Option(None, "--minimize", help="Integer key to minimize, e.g. "
+                                           "engine.max_loras (assumes more is never worse)."),
+    range_: str = typer.Option("1:256", "--range", help="LOW:HIGH search range of --minimize."),
+    also: list[str] = typer.Option([], "--also", help="key=expr set with each candidate x, e.g. "
+                                   "'engine.max_cpu_loras=max(64, 2*x)' (repeatable)."),
+    max_rate_: bool = typer.Option(False, "--max-rate", help="Find the largest factor on every arrival rate that "
+                                   "still meets the SLOs (for the --minimize answer, or the scenario as given)."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Seeds per trial; a trial meets the SLOs only if every "
+                              "seed does."),
+    set_: list[str] = typer.Option([], "--set", help="Override a leaf for every trial."),
+    data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory for traces and length tables."),
+    plot: Path = typer.Option(Path("lorasim-plan.png"), "--plot", help="Save the trials' plot here."),
+    as_json: bool = typer.Option(False, "--json", help='Print {"answer": {key: value}, "meets_slos": ..., '
+                                 '"points": [...]} instead of the sentence and table.'),
+) -> None:
+    """Find the smallest setting that meets every SLO (--minimize), or the highest load it sustains (--max-rate)."""
+    from lorasim.metrics.summary import summarize  # noqa: F401  (import check of the metric names below)
+    from lorasim.plan import Planner, max_rate, minimize as search, parse_slos
+
+    if minimize is None and not max_rate_:
+        raise LorasimError("give --minimize KEY, --max-rate, or both")
+    known = _summary_keys()
+    slos = parse_slos(slo, known)
+    try:
+        low, high = (int(v) for v in range_.split(":"))
+    except ValueError:
+        raise LorasimError(f"--range {range_!r}: expected LOW:HIGH integers, e.g. 1:256") from None
+    if not 0 <= low <= high:
+        raise LorasimError(f"--range {range_!r}: need 0 <= LOW <= HIGH")
+    p = Planner(scenario, slos, seeds=seeds, overrides=set_, data_dir=data_dir)
+    answer: dict = {}
+    meets, extra, runner = True, [], None
+    if minimize is not None:
+        value, best, runner = search(p, minimize, low, high, also)
+        # runner-up: the largest value tried that misses the SLOs (the answer minus one when the search ends there)
+        meets = value is not None
+        if meets:
+            answer[minimize] = value
+            extra = best.overrides
+    if max_rate_ and meets:
+        factor, _ = max_rate(p, extra)
+        meets = factor is not None
+        answer["rate_factor"] = factor
+    points = [{**t.label, "meets_slos": t.meets,
+               **{s.metric: max(x[s.metric] for x in t.summaries) if s.op in ("<=", "<")
+                  else min(x[s.metric] for x in t.summaries) for s in slos}} for t in p.trials]
+    _plan_plot(points, slos, plot)
+    if as_json:
+        print(json.dumps({"answer": answer, "meets_slos": meets, "points": points}, allow_nan=False, default=str))
+        return
+    slo_txt = " and ".join(map(str, slos))
+    if minimize is not None and answer.get(minimize) is None:
+        console.print(f"No {minimize} in [{low}, {high}] meets {slo_txt}.")
+    elif minimize is not None:
+        margins = ", ".join(f"{s.metric} {min(s.margin(x) for x in best.summaries):,.3g} inside" for s in slos)
+        console.print(f"The smallest {minimize} that meets {slo_txt} is [bold]{answer[minimize]}[/] (margin: "
+                      f"{margins})" + (f"; the runner-up {runner.label[minimize]} misses" if runner is not None
+                                       else "") + ".")
+    if max_rate_:
+        f = answer.get("rate_factor")
+        console.print("Even 0.05x the offered rate misses the SLOs." if f is None else
+                      f"It sustains up to [bold]{f:.3g}x[/] the scenario's arrival rates within the SLOs.")
+    table = Table(show_header=True, header_style="bold")
+    for col in points[0]:
+        table.add_column(col)
+    for pt in points:
+        table.add_row(*(_fmt(v) for v in pt.values()))
+    console.print(table)
+    console.print(f"plot: {plot}")
+
+
+def _summary_keys() -> list[str]:
+    """Every summary metric name (from a tiny run of the default scenario)."""
+    from lorasim import load_scenario, simulate
+
+    return list(simulate(load_scenario(None, overrides=["workload.num_requests=2"])).summary)
+
+
+def _plan_plot(points: list[dict], slos, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xkey = next(iter(points[0]))
+    fig, axes = plt.subplots(1, len(slos), figsize=(4.5 * len(slos), 3.5), squeeze=False)
+    pts = sorted(points, key=lambda d: d[xkey])
+    for ax, s in zip(axes[0], slos):
+        ax.plot([d[xkey] for d in pts], [d[s.metric] for d in pts], "o-")
+        ax.axhline(s.bound, color="red", ls="--", label=str(s))
+        ax.set_xlabel(xkey)
+        ax.set_ylabel(s.metric)
+        ax.legend()
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as exc:
+        raise LorasimError(f"--plot {path}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:

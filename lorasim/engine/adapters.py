@@ -73,14 +73,21 @@ class AdapterStore:
             self.units = {a: memory.units(s.rank, s.size_bytes) for a, s in specs.items()}
             self.gpu_capacity = memory.capacity_units
         self.gpu_used = 0  # units held by the GPU entries (loading ones included)
+        self._epoch = 0  # bumped whenever a GPU entry is added, becomes ready or is evicted
+        self._all_ready: tuple[int, list[str]] | None = None  # (epoch, adapters) of the last all-ready missing()
 
     # ---- queries -------------------------------------------------------------------------------------------
     def is_ready(self, adapter: str) -> bool:
         return self.gpu.get(adapter) is READY
 
-    def missing(self, adapters: Iterable[str]) -> list[str]:
+    def missing(self, adapters: list[str]) -> list[str]:
         """Adapters among ``adapters`` not yet ready in a GPU slot (loading ones included), in the given order."""
-        return [a for a in adapters if self.gpu.get(a) is not READY]
+        if self._all_ready == (self._epoch, adapters):
+            return []  # the same adapters as a step that found them all ready, and no GPU entry changed since
+        gpu = self.gpu
+        out = [a for a in adapters if gpu.get(a) is not READY]
+        self._all_ready = None if out else (self._epoch, list(adapters))
+        return out
 
     def loading(self) -> bool:
         """True while any transfer is in flight."""
@@ -264,6 +271,7 @@ class AdapterStore:
         size = self.specs[a].size_bytes
         yield from link.transfer(size)
         table[a] = READY
+        self._epoch += 1
         policy.on_cost(a, link.cost.transfer_time_s(size))
         policy.on_insert(a, self.env.now)
         if to_gpu:
@@ -273,6 +281,7 @@ class AdapterStore:
 
     def _reserve_gpu(self, a: str, done) -> None:
         """Give ``a`` its GPU place (its units charged; KV blocks allocated when they share the KV cache)."""
+        self._epoch += 1
         self.gpu[a] = done
         u = self.units[a]
         self.gpu_used += u
@@ -280,6 +289,7 @@ class AdapterStore:
             self.kv.allocate(u)
 
     def _evict_gpu(self, a: str) -> None:
+        self._epoch += 1
         del self.gpu[a]
         u = self.units[a]
         self.gpu_used -= u

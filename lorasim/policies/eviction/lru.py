@@ -16,23 +16,30 @@ class LruEviction(EvictionPolicy):
     def __init__(self, params=None):
         super().__init__(params)
         self._order: OrderedDict[str, None] = OrderedDict()  # least recent first
+        self._last: list[str] | None = None  # the last on_use_many batch, while nothing else changed the order
 
     def on_insert(self, adapter: str, now_s: float) -> None:
+        self._last = None
         self._order[adapter] = None
         self._order.move_to_end(adapter)
 
     def on_use(self, adapter: str, now_s: float) -> None:
+        self._last = None
         self._order.move_to_end(adapter)
 
     def on_use_many(self, adapters: list[str], now_s: float) -> None:
+        if adapters == self._last:
+            return  # the same uses again: they are already the most recent, in this order
         move = self._order.move_to_end
         for a in adapters:
             move(a)
+        self._last = list(adapters)
 
     def on_use_steps(self, adapters: list[str], starts_s: list[float]) -> None:
         self.on_use_many(adapters, starts_s[-1])  # recency order: repeating the same uses changes nothing
 
     def on_remove(self, adapter: str) -> None:
+        self._last = None
         self._order.pop(adapter, None)
 
     def victim(self, candidates: set[str]) -> str:
