@@ -31,8 +31,10 @@ class _PolicyConfig(BaseModel):
     def _resolve(cls, data: Any) -> Any:
         if isinstance(data, str):
             data = {"name": data}
-        if not isinstance(data, dict) or "name" not in data:
+        if not isinstance(data, dict):
             return data
+        if "name" not in data:  # knobs of the default policy
+            data = {"name": cls.model_fields["name"].default, **data}
         try:
             policy_cls = cls._registry().get(str(data["name"]))
         except PolicyError as exc:
@@ -44,7 +46,8 @@ class _PolicyConfig(BaseModel):
         except ValidationError as exc:
             err = exc.errors()[0]
             loc = ".".join(str(x) for x in err["loc"])
-            raise ValueError(f"{data['name']} parameter {loc!r}: {err['msg']}") from None
+            msg = err["msg"].removeprefix("Value error, ")
+            raise ValueError(f"{data['name']} parameter {loc!r}: {msg}" if loc else f"{data['name']}: {msg}") from None
         return {"name": data["name"], **shared, **validated.model_dump()}
 
     @property

@@ -137,6 +137,14 @@ class AdapterStore:
                                    f"adapter evictable; this is a bug")
             self._evict_gpu(self.gpu_policy.victim(cands))
 
+    def release_idle(self) -> bool:
+        """Unified memory, nothing running: evict every ready resident adapter, pinned ones too, so that their KV
+        blocks serve the waiting requests (the liveness fallback of pinning). Returns whether any was evicted."""
+        idle = [a for a, st in self.gpu.items() if st is READY]
+        for a in idle:
+            self._evict_gpu(a)
+        return bool(idle)
+
     def in_flight(self) -> list:
         """The events that fire when the transfers now in flight finish (empty when none runs)."""
         return [st for t in (self.gpu, self.cpu) for st in t.values() if st is not READY]

@@ -173,14 +173,23 @@ class Replica:
             total_tokens: prompt + output tokens of each, shape ``(len(seqs),)``.
         """
         kv, lim = self.kv, self.limits
-        too_big = -(-total_tokens // kv.block_size) > kv.total_blocks
+        blocks = -(-total_tokens // kv.block_size)
+        if self.store.shares_kv:  # unified memory: the request's adapter takes blocks of the same pool
+            units = self.store.units
+            blocks = blocks + np.fromiter((units.get(s.adapter, 0) if s.adapter is not None else 0 for s in seqs),
+                                          np.int64, len(seqs))
+        too_big = blocks > kv.total_blocks
         if not lim.enable_chunked_prefill:
             too_big |= total_tokens > lim.max_num_batched_tokens
         for i in np.flatnonzero(too_big).tolist():
             seq, total = seqs[i], int(total_tokens[i])
             if seq.abort_reason:
                 continue
-            if kv.blocks_for(total) > kv.total_blocks:
+            if self.store.shares_kv and int(blocks[i]) > kv.total_blocks >= kv.blocks_for(total):
+                seq.abort_reason = (f"prompt+output {total} tokens and adapter {seq.adapter} "
+                                    f"({self.store.units[seq.adapter]} blocks) exceed the unified pool "
+                                    f"({kv.total_blocks} blocks)")
+            elif kv.blocks_for(total) > kv.total_blocks:
                 seq.abort_reason = (f"prompt+output {total} tokens exceed the KV cache "
                                     f"({kv.total_blocks * kv.block_size} tokens)")
             else:
@@ -219,6 +228,8 @@ class Replica:
                 if plan.preempted:
                     self._apply_preemptions(plan)
                     continue
+                if not self.running and self.store.shares_kv and self.store.release_idle():
+                    continue  # unified memory: idle (pinned) adapters held the blocks; freed, plan again
                 if not self.running and feed.exhausted and not self.store.loading():
                     raise PolicyError(
                         f"scheduler {self.scheduler.name!r} admitted nothing at t={env.now:.3f}s with an idle replica "

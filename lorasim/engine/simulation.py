@@ -109,9 +109,11 @@ def check_memory(scenario: Scenario, memory: AdapterMemory, adapters: list[Adapt
     need = min(scenario.engine.max_loras, len(adapters)) * biggest
     if memory.shares_kv:
         if need > kv.total_blocks:
-            raise ConfigError(f"adapter_memory: unified: {min(scenario.engine.max_loras, len(adapters))} of the largest "
-                              f"adapters take {need} KV blocks but the pool holds {kv.total_blocks}; lower "
-                              f"engine.max_loras or raise the memory")
+            k = min(scenario.engine.max_loras, len(adapters))
+            fix = ("raise engine.kv_cache_tokens" if scenario.engine.kv_cache_tokens is not None
+                   else "raise engine.gpu_memory_utilization")
+            raise ConfigError(f"adapter_memory: unified: {k} of the largest adapters (one step's worth) take {need} "
+                              f"KV blocks but the pool holds {kv.total_blocks}; lower engine.max_loras or {fix}")
     elif memory.capacity_units is not None and need > memory.capacity_units:
         raise ConfigError(f"adapter_memory: {scenario.adapter_memory.name}: {need} units needed for max_loras "
                           f"adapters, {memory.capacity_units} available")
@@ -198,7 +200,12 @@ class Simulation:
         # a request reaches the scheduler request_overhead_s after it arrives (API server, tokenization)
         due_s = (arrays.arrival_s + self.request_overhead_s).tolist()
         cancels = self._cancel_feed(arrays.cancel_after_s, due_s)
-        self.replica = Replica(self.env, 0, limits, scenario.scheduler.build(), store, kv, self.perf, self.recorder,
+        scheduler = scenario.scheduler.build()
+        try:
+            scheduler.check_adapters(set(specs))
+        except ValueError as exc:
+            raise ConfigError(f"scheduler: {scenario.scheduler.name}: {exc}") from None
+        self.replica = Replica(self.env, 0, limits, scheduler, store, kv, self.perf, self.recorder,
                                ArrivalFeed(self.seqs, due_s),
                                overlapped_loads=eng.adapter_load == "overlapped",
                                check_invariants=check_invariants,
@@ -207,12 +214,13 @@ class Simulation:
                                client=(None if scenario.client.max_connections is None else
                                        ConnectionPool(scenario.client.max_connections, scenario.client.time_wait_s)))
         self.replica.mark_unservable(self.seqs, arrays.prompt_tokens + arrays.output_tokens)
+        self.adapter_names = tuple(a.name for a in self.adapters)
         # the scenario as run: defaults that depend on other fields made explicit (KV capacity and link costs left
         # unset stay derived from the profile, so that editing max_loras in the resolved file still moves them)
         resolved = scenario.model_dump(mode="python")
         resolved["engine"].update(max_cpu_loras=eng.cpu_loras, enable_lora=self.lora_enabled)
         self.resolved = Scenario.model_validate(resolved)
-        self.info = {"kv_cache_tokens": int(kv_tokens), "profile": self.profile.name,
+        self.info = {"kv_cache_tokens": int(kv.total_blocks * kv.block_size), "profile": self.profile.name,
                      "num_adapters": len(self.adapters), "scheduler": scenario.scheduler.name}
 
     def _cancel_feed(self, cancel_after_s: np.ndarray | None, due_s: list[float]) -> CancelFeed | None:
@@ -284,6 +292,7 @@ class Simulation:
             wall_time_s=time.perf_counter() - t0,
             notes=self.notes,
             step_totals=dict(rec.step_totals),
+            adapter_names=self.adapter_names,
         )
 
 

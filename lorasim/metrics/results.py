@@ -112,6 +112,7 @@ class Results:
     wall_time_s: float = 0.0
     notes: tuple[str, ...] = ()
     step_totals: dict | None = None
+    adapter_names: tuple[str, ...] = ()
     _summary: dict | None = None
 
     @property
@@ -126,7 +127,8 @@ class Results:
 
     @property
     def per_adapter(self) -> pd.DataFrame:
-        """One row per adapter (``(base)`` for base-model requests), sorted by name: ``num_requests``,
+        """One row per defined adapter, in definition order (those without requests too), then ``(base)`` for
+        base-model requests if any: ``num_requests``,
         ``num_completed``, ``num_aborted``, ``num_cancelled``, ``num_unfinished``, ``num_starved_requests``,
         ``max_queue_wait_s``, ``ttft_ms_mean``, ``ttft_ms_p99``, ``adapter_hit_rate`` (share of first schedulings that
         found the adapter in a GPU slot; NaN for the base model)."""
@@ -138,7 +140,7 @@ class Results:
             "unfinished": r["unfinished"], "starved": r["starved"], "queue_wait_s": r["queue_wait_s"],
             "ttft_ms": r["ttft_s"] * 1000.0, "hit": r["adapter_hit"].astype("float"),
         })
-        g = frame.groupby("adapter", sort=True)
+        g = frame.groupby("adapter", sort=False)
         out = pd.DataFrame({
             "num_requests": g.size(),
             "num_completed": g["completed"].sum(),
@@ -151,7 +153,13 @@ class Results:
             "ttft_ms_p99": g["ttft_ms"].quantile(0.99),
             "adapter_hit_rate": g["hit"].mean(),
         })
-        return out.astype({c: "int64" for c in out.columns if c.startswith("num_")})
+        order = [*self.adapter_names, *(["(base)"] if "(base)" in out.index else []),
+                 *sorted(set(out.index) - set(self.adapter_names) - {"(base)"})]
+        out = out.reindex(order)
+        out.index.name = "adapter"
+        counts = [c for c in out.columns if c.startswith("num_")]
+        out[counts] = out[counts].fillna(0)
+        return out.astype({c: "int64" for c in counts})
 
     def write(self, out_dir: str | Path) -> list[Path]:
         """Write ``summary.json``, ``requests.parquet``, ``steps.parquet``, ``adapter_events.parquet``,

@@ -394,6 +394,10 @@ class Scheduler(ABC):
             self.admit_waiting(view, b, now_s)
         return b.plan
 
+    def check_adapters(self, names: set[str]) -> None:
+        """Refuse parameters that name adapters the scenario does not define (raise ValueError with the parameter's
+        path); default: nothing to check."""
+
     @abstractmethod
     def admit_waiting(self, view: ReplicaView, b: PlanBuilder, now_s: float) -> None:
         """Admit waiting sequences through ``b.try_admit`` in the policy's order, stopping or skipping by its rule."""

@@ -66,7 +66,7 @@ def test_page_rank_must_divide_max_lora_rank():
 
 
 def test_unified_pool_too_small_for_max_loras_is_refused():
-    with pytest.raises(ConfigError, match="unified: 4 of the largest adapters take 160 KV blocks but the pool holds 100"):
+    with pytest.raises(ConfigError, match=r"unified: 4 of the largest adapters \(one step.s worth\) take 160 KV blocks but the pool holds 100; lower engine.max_loras or raise engine.kv_cache_tokens"):
         sim("unified", kv_cache_tokens=1600)
 
 
@@ -118,3 +118,42 @@ def test_unified_kv_accounting_is_exact_every_step():
     assert rec.counters["checked_steps"] == len(res.steps) > 0
     assert res.summary["num_completed"] == 64
     assert (res.steps["kv_used_blocks"] <= 300).all()
+
+
+def unified_u1(**engine):
+    """The fresh-user case: 4 rank-32 adapters (80 blocks each), a pool of 125 blocks."""
+    return scenario(adapters={"count": 4, "ranks": 32},
+                    workload={"num_requests": 20, "lengths": {"prompt": 800, "output": 100}},
+                    engine={"max_loras": 1, "max_lora_rank": 32, "kv_cache_tokens": 2000, **engine},
+                    adapter_memory={"name": "unified"})
+
+
+def test_unified_request_that_cannot_fit_beside_its_adapter_is_aborted_with_a_reason():
+    # 900 tokens = 57 blocks + the adapter's 80 > 125: never servable, reported aborted at arrival
+    res = run(unified_u1())
+    assert res.summary["num_aborted"] == 20 and res.summary["num_completed"] == 0
+    assert res.requests["abort_reason"].str.contains("exceed the unified pool").all()
+    # 620 + 100 tokens = 45 blocks + 80 = 125: fits, every request completes
+    ok = run(unified_u1().model_copy(update={"workload": scenario(workload={
+        "num_requests": 20, "lengths": {"prompt": 620, "output": 100}}).workload}))
+    assert ok.summary["num_completed"] == 20
+
+
+def test_unified_pinned_adapter_gives_its_blocks_back_when_nothing_runs():
+    sc = scenario(adapters={"count": 3, "ranks": 32},
+                  workload={"num_requests": 20, "lengths": {"prompt": 800, "output": 100},
+                            "popularity": {"kind": "weights", "weights": {"lora-0": 0.1, "lora-1": 0.45,
+                                                                          "lora-2": 0.45}}},
+                  engine={"max_loras": 2, "max_cpu_loras": 3, "max_lora_rank": 32, "kv_cache_tokens": 3000},
+                  eviction={"name": "lru", "pinned": ["lora-0"]}, adapter_memory={"name": "unified"})
+    res = run(sc)
+    assert res.summary["num_completed"] == 20
+
+
+def test_per_adapter_lists_every_adapter_in_definition_order():
+    res = run(scenario(adapters={"count": 12, "ranks": 8},
+                       workload={"num_requests": 30, "popularity": {"kind": "weights",
+                                                                    "weights": {"lora-0": 1.0, "lora-10": 1.0}}}))
+    pa = res.per_adapter
+    assert list(pa.index) == [f"lora-{i}" for i in range(12)]
+    assert pa.loc["lora-3", "num_requests"] == 0 and pa["num_requests"].sum() == 30

@@ -156,3 +156,21 @@ def test_tenants_are_validated():
         scenario(scheduler={"name": "vtc", "client": "tenant", "tenants": {"T": ["A"], "U": ["A"]}})
     with pytest.raises(ConfigError, match="tenants is only used with client: tenant"):
         scenario(scheduler={"name": "vtc", "tenants": {"T": ["A"]}})
+
+
+def test_tenants_must_name_defined_adapters():
+    from lorasim.engine.simulation import Simulation
+
+    for tenants, msg in (({"a": ["lora-0", "lora-9"]}, "tenants.a: adapter 'lora-9' is not defined"),
+                         ({"lora-1": ["lora-0"]}, "may not be named like adapter 'lora-1'")):
+        with pytest.raises(ConfigError, match=msg):
+            Simulation(scenario(adapters={"count": 4, "ranks": 8},
+                                scheduler={"name": "vtc", "client": "tenant", "tenants": tenants}))
+
+
+def test_knobs_without_a_name_belong_to_the_default_policy():
+    with pytest.raises(ConfigError, match="flat parameter 'page_rank'"):
+        scenario(adapter_memory={"page_rank": 8})
+    with pytest.raises(ConfigError, match="vllm parameter 'max_wait_steps'"):
+        scenario(scheduler={"max_wait_steps": 3})
+    assert scenario(scheduler={"name": "vtc", "w_in": 2.0}).scheduler.params["w_in"] == 2.0

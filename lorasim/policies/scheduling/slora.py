@@ -77,8 +77,7 @@ class SLoraScheduler(Scheduler):
         for seq in view.waiting:
             if now_s - seq.arrival_time_s <= limit:
                 break
-            plan.aborted.append((seq, f"slora early abort: waited {now_s - seq.arrival_time_s:.3f} s > "
-                                      f"abort_after_s {limit} s"))
+            plan.aborted.append((seq, f"slora early abort: waited longer than abort_after_s {limit} s"))
 
     def _prefill_batch(self, view: ReplicaView, b: PlanBuilder, aborted: set[int]) -> bool:
         """Admit a FCFS batch of waiting requests under the future-memory check; return whether any was admitted."""

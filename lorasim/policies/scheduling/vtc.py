@@ -73,7 +73,8 @@ class VtcScheduler(Scheduler):
     preemption). Cost per step: O(clients + admissions x log clients).
     """
 
-    rule = "least-served client (adapter) first: counters charge w_in/prompt and w_out/output token; cap: skip or hold"
+    rule = ("least-served client (adapter, or tenant: a group of adapters) first: counters charge w_in/prompt and "
+            "w_out/output token; cap: skip or hold")
     Params = VtcParams
 
     def __init__(self, params=None):
@@ -95,6 +96,16 @@ class VtcScheduler(Scheduler):
             gen = by_tenant
         self._pending = gen
         return plan
+
+    def check_adapters(self, names: set[str]) -> None:
+        """Refuse ``tenants`` that name adapters the scenario does not define, or a tenant named like another
+        adapter (their counters would merge)."""
+        for t, adapters in self.params.tenants.items():
+            unknown = [a for a in adapters if a not in names]
+            if unknown:
+                raise ValueError(f"tenants.{t}: adapter {unknown[0]!r} is not defined under adapters")
+            if t in names and t not in adapters:
+                raise ValueError(f"tenants.{t}: a tenant may not be named like adapter {t!r} unless it contains it")
 
     def _client(self, adapter: str | None) -> str | None:
         """The client an adapter's requests are charged to (the adapter itself unless grouped into a tenant)."""
