@@ -30,6 +30,7 @@ SUMMARY_ROWS = (
     ("E2E latency (ms)", ("e2el_ms_mean", "e2el_ms_p50", "e2el_ms_p90", "e2el_ms_p99")),
     ("Adapters", ("gpu_adapter_loads", "disk_adapter_loads", "gpu_adapter_hit_rate", "adapter_load_wait_s")),
     ("Queue", ("max_queue_wait_s", "num_starved_requests", "num_preemptions", "max_num_waiting", "kv_cache_tokens")),
+    ("Cluster", ("num_replicas", "replica_imbalance")),
 )
 
 
@@ -116,16 +117,14 @@ def run(
 @app.command()
 def policies(as_json: bool = typer.Option(
         False, "--json", help='Print {"scheduler": [...], "eviction": [...], "adapter_memory": [...], "router": [...]}: '
-                              'sorted names by kind, plug-ins included; router is an empty list until routers '
-                              'exist.')) -> None:
+                              'sorted names by kind, plug-ins included.')) -> None:
     """List every registered policy with its one-line rule (built-ins and plug-ins of the entry-point group
     `lorasim.policies`)."""
-    from lorasim.policies import ADAPTER_MEMORIES, EVICTIONS, SCHEDULERS
+    from lorasim.policies import ADAPTER_MEMORIES, EVICTIONS, ROUTERS, SCHEDULERS
 
-    kinds = {"scheduler": SCHEDULERS, "eviction": EVICTIONS, "adapter_memory": ADAPTER_MEMORIES}
+    kinds = {"scheduler": SCHEDULERS, "eviction": EVICTIONS, "adapter_memory": ADAPTER_MEMORIES, "router": ROUTERS}
     if as_json:
-        # router: a kind of policy without a registry yet (clusters), listed empty so the shape is stable
-        print(json.dumps({**{k: r.names() for k, r in kinds.items()}, "router": []}))
+        print(json.dumps({k: r.names() for k, r in kinds.items()}))
         return
     table = Table(show_header=True, header_style="bold")
     for col in ("kind", "name", "rule"):

@@ -22,9 +22,10 @@ class _PolicyConfig(BaseModel):
 
     @classmethod
     def _registry(cls):
-        from lorasim.policies import ADAPTER_MEMORIES, EVICTIONS, SCHEDULERS
+        from lorasim.policies import ADAPTER_MEMORIES, EVICTIONS, ROUTERS, SCHEDULERS
 
-        return {"scheduler": SCHEDULERS, "eviction": EVICTIONS, "adapter_memory": ADAPTER_MEMORIES}[cls.registry_name]
+        return {"scheduler": SCHEDULERS, "eviction": EVICTIONS, "adapter_memory": ADAPTER_MEMORIES,
+                "router": ROUTERS}[cls.registry_name]
 
     @model_validator(mode="before")
     @classmethod
@@ -90,3 +91,9 @@ class AdapterMemoryConfig(_PolicyConfig):
     name: str = "flat"
     """How GPU memory holds adapters: ``flat`` (vLLM slots), ``rank-paged``, ``unified`` (S-LoRA's shared pool), or
     ``module:Class``. The KV capacity follows from the same memory budget."""
+
+
+class RouterConfig(_PolicyConfig):
+    registry_name: ClassVar[str] = "router"
+    name: str = "round-robin"
+    """How a cluster sends each request to a replica (``lorasim policies`` lists the routers), or ``module:Class``."""

@@ -1,5 +1,5 @@
 """The whole scenario: ``seed``, ``model``, ``workload``, ``adapters``, ``engine``, ``scheduler``, ``eviction``,
-``adapter_memory``, ``client``, ``metrics``, ``output``. Validated once at the boundary (pydantic v2, unknown keys rejected, frozen)."""
+``adapter_memory``, ``client``, ``cluster``, ``metrics``, ``output``. Validated once at the boundary (pydantic v2, unknown keys rejected, frozen)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pydantic import Field
 from lorasim._model import MAX_TIME_S, InputModel
 
 from lorasim.config.engine import EngineConfig
-from lorasim.config.policy import AdapterMemoryConfig, EvictionConfig, SchedulerConfig
+from lorasim.config.policy import AdapterMemoryConfig, EvictionConfig, RouterConfig, SchedulerConfig
 from lorasim.perf.shapes import ModelShape
 from lorasim.workload.config import AdaptersConfig, WorkloadConfig
 
@@ -67,6 +67,17 @@ class OutputConfig(InputModel):
     summary metrics come from running totals)."""
 
 
+class ClusterConfig(InputModel):
+    """Several identical replicas behind a router (each with its own engine, caches and scheduler)."""
+
+    replicas: int = Field(default=1, ge=1, le=1024)
+    """Engine replicas (each uses the profile's tensor-parallel degree of GPUs)."""
+    gpus_per_host: int = Field(default=8, ge=1, le=1024)
+    """GPUs per host: replicas on one host share its disk and PCIe links (adapter loads queue behind each other)."""
+    router: RouterConfig = RouterConfig()
+    """How requests are spread over the replicas (``lorasim policies`` lists the routers)."""
+
+
 class ClientConfig(InputModel):
     """The load generator's connection limit (vLLM's serving benchmark opens one TCP connection per request)."""
 
@@ -92,6 +103,7 @@ class Scenario(InputModel):
     eviction: EvictionConfig = EvictionConfig()
     adapter_memory: AdapterMemoryConfig = AdapterMemoryConfig()
     client: ClientConfig = ClientConfig()
+    cluster: ClusterConfig = ClusterConfig()
     metrics: MetricsConfig = MetricsConfig()
     output: OutputConfig = OutputConfig()
     horizon_s: float | None = Field(default=None, gt=0, le=MAX_TIME_S)

@@ -44,12 +44,13 @@ class AdapterStore:
         pinned: adapters never chosen as victims (but see the module docstring); fewer than ``max_loras``.
         memory: the GPU adapter-memory layout (bound); None: flat slots, one per adapter, ``max_loras`` of them.
         kv: the KV cache, required when ``memory.shares_kv`` (adapters take their blocks from it).
+        replica_id: the replica's index, stamped on the recorder's adapter events.
     """
 
     def __init__(self, env: simpy.Environment, specs: dict[str, AdapterSpec], max_loras: int, max_cpu_loras: int,
                  disk_link: Link, pcie_link: Link, gpu_policy: EvictionPolicy, cpu_policy: EvictionPolicy,
                  recorder, pinned: Iterable[str] = (), memory: AdapterMemory | None = None,
-                 kv: KVCache | None = None):
+                 kv: KVCache | None = None, replica_id: int = 0):
         self.env = env
         self.specs = specs
         self.max_loras = max_loras
@@ -59,6 +60,7 @@ class AdapterStore:
         self.gpu_policy = gpu_policy
         self.cpu_policy = cpu_policy
         self.recorder = recorder
+        self.replica_id = replica_id
         self.pinned = frozenset(pinned)
         self.gpu: dict[str, object] = {}  # adapter -> READY or the Event that fires when its load completes
         self.cpu: dict[str, object] = {}  # adapter -> READY or loading Event
@@ -284,6 +286,7 @@ class AdapterStore:
         policy.on_insert(a, self.env.now)
         if to_gpu:
             self.cpu_policy.on_use(a, self.env.now)
+        self.recorder.replica_id = self.replica_id
         self.recorder.on_adapter_load(name, a, start, self.env.now, size)
         done.succeed()
 
@@ -304,6 +307,7 @@ class AdapterStore:
         if self.shares_kv:
             self.kv.free(u)
         self.gpu_policy.on_remove(a)
+        self.recorder.replica_id = self.replica_id
         self.recorder.on_adapter_evict("gpu", a, self.env.now)
 
     def _evict_cpu(self, a: str) -> None:
@@ -311,4 +315,5 @@ class AdapterStore:
             self._evict_gpu(a)
         del self.cpu[a]
         self.cpu_policy.on_remove(a)
+        self.recorder.replica_id = self.replica_id
         self.recorder.on_adapter_evict("cpu", a, self.env.now)

@@ -55,6 +55,27 @@ class ArrivalFeed:
         return list(zip(self._seqs[i:j], self._due[i:j]))
 
 
+class PushFeed:
+    """The feed of a cluster replica: a router pushes requests to it (``Replica.accept``), so it has nothing due by
+    itself; ``exhausted`` once the router has dispatched every request (:meth:`close`)."""
+
+    __slots__ = ("exhausted",)
+
+    def __init__(self):
+        self.exhausted = False
+
+    @property
+    def next_due_s(self) -> float:
+        return math.inf
+
+    def pop_due(self, now_s: float) -> list:
+        return []
+
+    def close(self) -> None:
+        """The router has dispatched every request."""
+        self.exhausted = True
+
+
 class CancelFeed:
     """Client cancellations in time order, with a cursor: the replica applies the due ones between steps, so
     cancellation costs no SimPy event per request (and nothing at all when no request is cancelled).
@@ -79,6 +100,12 @@ class CancelFeed:
     def next_s(self) -> float:
         """Time of the next cancellation, or ``inf`` when none is left."""
         return self._times[self._next] if self._next < len(self._times) else math.inf
+
+    def add(self, t: float, seq: Seq) -> None:
+        """Add a cancellation (clusters: when the router assigns the request); equal times keep insertion order."""
+        j = bisect_right(self._times, t, lo=self._next)
+        self._times.insert(j, float(t))
+        self._seqs.insert(j, seq)
 
     def pop_due(self, now_s: float) -> list[Seq]:
         """Hand out every sequence whose cancellation is due at or before ``now_s``, in time order."""

@@ -22,7 +22,7 @@ from lorasim.engine.waiting import WaitingQueue
 from lorasim.errors import PolicyError
 from lorasim.metrics.recorder import Recorder
 from lorasim.perf.base import BatchStats, StepTimeModel
-from lorasim.policies.base import ReplicaView, Scheduler, SchedulerLimits, StepPlan, add_tokens
+from lorasim.policies.base import ReplicaState, ReplicaView, Scheduler, SchedulerLimits, StepPlan, add_tokens
 
 
 def timeout_at(env: simpy.Environment, t: float) -> simpy.events.Event:
@@ -40,6 +40,25 @@ def merged_cost(stats: BatchStats) -> BatchStats:
     """The batch as the step-time model must see it when its one adapter is merged into the base weights (dLoRA):
     no LoRA tokens, no distinct adapters."""
     return dataclasses.replace(stats, num_lora_tokens=0, num_distinct_adapters=0)
+
+
+class _ActiveAdapters:
+    """The adapters with a running or waiting request on a replica (membership tests, for routers)."""
+
+    __slots__ = ("_r",)
+
+    def __init__(self, replica: "Replica"):
+        self._r = replica
+
+    def __contains__(self, adapter) -> bool:
+        return adapter in self._r.waiting_by_adapter or any(s.adapter == adapter for s in self._r._running)
+
+    def __iter__(self):
+        seen = {s.adapter for s in self._r._running} | set(self._r.waiting_by_adapter)
+        return iter(sorted(a for a in seen if a is not None))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 class Replica:
@@ -129,6 +148,22 @@ class Replica:
             if self.overlapped_loads and self.waiting:
                 self._prefetch(self.scheduler.prefetch_order(self._view()))
             self.wake()
+
+    def accept(self, seq: Seq, now_s: float) -> None:
+        """A router hands over ``seq`` at ``now_s`` (clusters): queue it (with its later client cancellation, if
+        any), prefetch in overlapped mode, and wake the loop."""
+        self.submit(seq, now_s)
+        if self.cancels is not None and now_s < seq.cancel_at_s < math.inf and seq.status is SeqStatus.WAITING:
+            self.cancels.add(seq.cancel_at_s, seq)
+        if self.overlapped_loads and self.waiting:
+            self._prefetch(self.scheduler.prefetch_order(self._view()))
+        self.wake()
+
+    def state(self) -> ReplicaState:
+        """What a router sees of this replica now."""
+        store = self.store
+        return ReplicaState(self.replica_id, len(self.waiting), len(self._running), self.kv.used_blocks,
+                            self.kv.total_blocks, store.gpu.keys(), _ActiveAdapters(self), store.has_room)
 
     def submit(self, seq: Seq, arrival_s: float) -> None:
         """A request reaches the scheduler at ``arrival_s``: queue it, or abort it if it can never be served or its

@@ -53,6 +53,7 @@ class Seq:
     cancel_at_s: float = float("inf")  # when the client cancels it (workload cancel_probability); inf: never
     cancel_time_s: float = float("nan")  # when the engine applied the cancellation (NaN: not cancelled)
     arrival_time_s: float = float("nan")  # copied from ``req`` (read on hot paths: a slot, not a property)
+    replica: int = 0  # the replica serving it (clusters: chosen by the router)
 
     def __post_init__(self) -> None:
         self.arrival_time_s = self.req.arrival_time_s

@@ -12,14 +12,14 @@ import simpy
 
 from lorasim.config.scenario import Scenario
 from lorasim.engine.adapters import AdapterStore
-from lorasim.engine.arrivals import ArrivalFeed, CancelFeed
+from lorasim.engine.arrivals import ArrivalFeed, CancelFeed, PushFeed
 from lorasim.engine.client import ConnectionPool
 from lorasim.engine.kvcache import KVCache
 from lorasim.engine.link import Link
 from lorasim.engine.replica import Replica
 from lorasim.engine.sequence import Seq, SeqStatus
 from lorasim.engine.starvation import StarvationWatch
-from lorasim.errors import ConfigError
+from lorasim.errors import ConfigError, PolicyError
 from lorasim.metrics.recorder import Recorder
 from lorasim.metrics.results import Results, requests_frame
 from lorasim.perf.base import ConstantStepTimeModel, LinkCost, StepTimeModel
@@ -173,19 +173,12 @@ class Simulation:
         self.env = simpy.Environment()
         self.recorder = recorder if recorder is not None else Recorder()
         self.recorder.keep_steps = scenario.output.records == "full"
-        links = {}
+        link_costs = {}
         for name in ("disk_to_cpu", "cpu_to_gpu"):
             cfg, base = getattr(eng, name), self.profile.link_cost(name)
-            cost = LinkCost(
+            link_costs[name] = LinkCost(
                 base.overhead_s if cfg.overhead_s is None else cfg.overhead_s,
                 base.bandwidth_bytes_per_s if cfg.bandwidth_bytes_per_s is None else cfg.bandwidth_bytes_per_s)
-            links[name] = Link(self.env, name, cost)
-        kv = KVCache(kv_tokens, eng.block_size)
-        check_memory(scenario, self.memory, self.adapters, kv)
-        store = AdapterStore(
-            self.env, specs, eng.max_loras, eng.cpu_loras, links["disk_to_cpu"], links["cpu_to_gpu"],
-            scenario.eviction.build(), scenario.eviction.build(), self.recorder, pinned=scenario.eviction.pinned,
-            memory=self.memory, kv=kv)
         limits = SchedulerLimits(eng.max_num_seqs, eng.max_num_batched_tokens, eng.max_loras,
                                  eng.enable_chunked_prefill, eng.block_size)
         max_len = eng.max_model_len
@@ -199,20 +192,43 @@ class Simulation:
                                    else eng.request_overhead_s)
         # a request reaches the scheduler request_overhead_s after it arrives (API server, tokenization)
         due_s = (arrays.arrival_s + self.request_overhead_s).tolist()
+        self.due_s = due_s
         cancels = self._cancel_feed(arrays.cancel_after_s, due_s)
-        scheduler = scenario.scheduler.build()
-        try:
-            scheduler.check_adapters(set(specs))
-        except ValueError as exc:
-            raise ConfigError(f"scheduler: {scenario.scheduler.name}: {exc}") from None
-        self.replica = Replica(self.env, 0, limits, scheduler, store, kv, self.perf, self.recorder,
-                               ArrivalFeed(self.seqs, due_s),
-                               overlapped_loads=eng.adapter_load == "overlapped",
-                               check_invariants=check_invariants,
-                               starvation=self._starvation_watch(scenario), cancels=cancels,
-                               horizon_s=scenario.horizon_s, fast_forward=fast_forward,
-                               client=(None if scenario.client.max_connections is None else
-                                       ConnectionPool(scenario.client.max_connections, scenario.client.time_wait_s)))
+        client = (None if scenario.client.max_connections is None else
+                  ConnectionPool(scenario.client.max_connections, scenario.client.time_wait_s))
+        cl = scenario.cluster
+        n = cl.replicas
+        # replicas of one host share its disk and PCIe links: gpus_per_host / tensor-parallel GPUs per replica
+        per_host = max(1, cl.gpus_per_host // self.profile.tensor_parallel_size)
+        host_links: dict[int, dict[str, Link]] = {}
+        self.replicas: list[Replica] = []
+        for i in range(n):
+            links = host_links.get(i // per_host)
+            if links is None:
+                links = host_links[i // per_host] = {k: Link(self.env, k, c) for k, c in link_costs.items()}
+            kv = KVCache(kv_tokens, eng.block_size)
+            check_memory(scenario, self.memory, self.adapters, kv)
+            store = AdapterStore(
+                self.env, specs, eng.max_loras, eng.cpu_loras, links["disk_to_cpu"], links["cpu_to_gpu"],
+                scenario.eviction.build(), scenario.eviction.build(), self.recorder, pinned=scenario.eviction.pinned,
+                memory=self.memory if i == 0 else self._adapter_memory(scenario), kv=kv, replica_id=i)
+            scheduler = scenario.scheduler.build()
+            try:
+                scheduler.check_adapters(set(specs))
+            except ValueError as exc:
+                raise ConfigError(f"scheduler: {scenario.scheduler.name}: {exc}") from None
+            feed = ArrivalFeed(self.seqs, due_s) if n == 1 else PushFeed()
+            self.replicas.append(Replica(
+                self.env, i, limits, scheduler, store, kv, self.perf, self.recorder, feed,
+                overlapped_loads=eng.adapter_load == "overlapped", check_invariants=check_invariants,
+                starvation=self._starvation_watch(scenario),
+                cancels=cancels if n == 1 else (CancelFeed([]) if cancels is not None else None),
+                horizon_s=scenario.horizon_s, fast_forward=fast_forward and n == 1, client=client))
+        self.replica = self.replicas[0]
+        self.router = None
+        if n > 1:
+            self.router = cl.router.build()
+            self.router.bind(n, self.rngs.get("router"))
         self.replica.mark_unservable(self.seqs, arrays.prompt_tokens + arrays.output_tokens)
         self.adapter_names = tuple(a.name for a in self.adapters)
         # the scenario as run: defaults that depend on other fields made explicit (KV capacity and link costs left
@@ -221,7 +237,8 @@ class Simulation:
         resolved["engine"].update(max_cpu_loras=eng.cpu_loras, enable_lora=self.lora_enabled)
         self.resolved = Scenario.model_validate(resolved)
         self.info = {"kv_cache_tokens": int(kv.total_blocks * kv.block_size), "profile": self.profile.name,
-                     "num_adapters": len(self.adapters), "scheduler": scenario.scheduler.name}
+                     "num_adapters": len(self.adapters), "scheduler": scenario.scheduler.name,
+                     "num_replicas": n}
 
     def _cancel_feed(self, cancel_after_s: np.ndarray | None, due_s: list[float]) -> CancelFeed | None:
         """Set each cancelled request's ``cancel_at_s`` (arrival + delay); the cancellations that fall after the
@@ -267,12 +284,33 @@ class Simulation:
                 yield env.timeout(dt)
             replica.take_arrivals(env.now)
 
+    def _route(self):
+        """SimPy process (clusters): at each request's due time, ask the router for a replica and hand it over."""
+        env, router, replicas = self.env, self.router, self.replicas
+        n = len(replicas)
+        for seq, due in zip(self.seqs, self.due_s):
+            dt = due - env.now
+            if dt > 0:
+                yield env.timeout(dt)
+            i = router.route(seq, [r.state() for r in replicas], env.now)
+            if not (isinstance(i, int) and 0 <= i < n):
+                raise PolicyError(f"router {router.name!r} returned {i!r} for request {seq.request_id}; expected a "
+                                  f"replica index in [0, {n})")
+            seq.replica = i
+            replicas[i].accept(seq, env.now)
+        for r in replicas:
+            r.feed.close()
+            r.wake()
+
     def run(self) -> Results:
         """Run to completion (every request finished, aborted or cancelled), or to ``horizon_s``; return the results."""
         t0 = time.perf_counter()
-        if self.replica.overlapped_loads:
+        if self.router is not None:
+            self.env.process(self._route())
+        elif self.replica.overlapped_loads:
             self.env.process(self._arrivals())
-        self.env.process(self.replica.run())
+        for r in self.replicas:
+            self.env.process(r.run())
         horizon = self.scenario.horizon_s
         self.env.run(until=horizon)
         done = (SeqStatus.FINISHED, SeqStatus.ABORTED, SeqStatus.CANCELLED)
@@ -282,7 +320,7 @@ class Simulation:
                                "this is a bug")
         rec = self.recorder
         return Results(
-            requests=requests_frame(self.seqs, lambda s: 0),
+            requests=requests_frame(self.seqs, lambda s: s.replica),
             steps=pd.DataFrame(rec.steps),
             adapter_events=pd.DataFrame(rec.events),
             itl_values_s=np.asarray(rec.itl_values_s, dtype=float),

@@ -122,6 +122,11 @@ class Results:
             s = summarize(self.requests, self.steps, self.adapter_events, self.itl_values_s, self.itl_counts,
                           self.step_totals)
             s.update({k: v for k, v in self.info.items() if k not in s})
+            n = int(self.info.get("num_replicas", 1))
+            if n > 1:  # load balance: completed requests of the busiest replica over the mean (1.0 = even)
+                done = self.requests["finish_time_s"].notna() & ~self.requests["aborted"]
+                per = np.bincount(self.requests.loc[done, "replica"].to_numpy(dtype=np.int64), minlength=n)
+                s["replica_imbalance"] = float(per.max() / per.mean()) if per.sum() else math.nan
             self._summary = s
         return self._summary
 
@@ -161,6 +166,27 @@ class Results:
         out[counts] = out[counts].fillna(0)
         return out.astype({c: "int64" for c in counts})
 
+    @property
+    def per_replica(self) -> pd.DataFrame:
+        """One row per replica (index ``replica``): ``num_requests``, ``num_completed``, ``ttft_ms_mean``,
+        ``ttft_ms_p99``, ``gpu_adapter_loads``, ``num_steps`` (0 without a steps table)."""
+        n = int(self.info.get("num_replicas", 1))
+        r = self.requests
+        done = r["finish_time_s"].notna() & ~r["aborted"]
+        g = r.assign(done=done, ttft_ms=r["ttft_s"] * 1000.0).groupby("replica")
+        ev = self.adapter_events
+        loads = (ev[(ev["kind"] == "load") & (ev["tier"] == "gpu")].groupby("replica").size() if len(ev)
+                 else pd.Series(dtype="int64"))
+        steps = self.steps.groupby("replica").size() if len(self.steps) else pd.Series(dtype="int64")
+        out = pd.DataFrame({
+            "num_requests": g.size(), "num_completed": g["done"].sum(), "ttft_ms_mean": g["ttft_ms"].mean(),
+            "ttft_ms_p99": g["ttft_ms"].quantile(0.99), "gpu_adapter_loads": loads, "num_steps": steps,
+        }).reindex(range(n))
+        out.index.name = "replica"
+        counts = ["num_requests", "num_completed", "gpu_adapter_loads", "num_steps"]
+        out[counts] = out[counts].fillna(0)
+        return out.astype({c: "int64" for c in counts})
+
     def write(self, out_dir: str | Path) -> list[Path]:
         """Write ``summary.json``, ``requests.parquet``, ``steps.parquet``, ``adapter_events.parquet``,
         ``per_adapter.csv`` and ``scenario.resolved.yaml`` into ``out_dir`` (created if needed), each atomically.
@@ -187,6 +213,8 @@ class Results:
             (out / "steps.parquet").unlink()  # from an earlier run: it would not match this one
         put("adapter_events.parquet", lambda t: self.adapter_events.to_parquet(t, index=False))
         put("per_adapter.csv", lambda t: self.per_adapter.to_csv(t))
+        if int(self.info.get("num_replicas", 1)) > 1:
+            put("per_replica.csv", lambda t: self.per_replica.to_csv(t))
         put("scenario.resolved.yaml", lambda t: Path(t).write_text(scenario_to_yaml(self.scenario)))
         summary = {k: _json_safe(v) for k, v in self.summary.items()}
         put("summary.json", lambda t: Path(t).write_text(json.dumps(summary, indent=2) + "\n"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -529,3 +529,72 @@ class AdapterMemory(ABC):
 
 
 ADAPTER_MEMORIES: Registry = Registry("adapter_memory", AdapterMemory)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaState:
+    """What a router sees of one replica when a request arrives (read-only; a snapshot).
+
+    Attributes:
+        index: replica index.
+        num_waiting: requests queued.
+        num_running: requests in the running set.
+        kv_used_blocks: KV blocks in use.
+        kv_total_blocks: KV capacity in blocks.
+        gpu_adapters: adapters resident (or loading) in GPU memory.
+        active_adapters: adapters with a running or waiting request.
+        can_load: ``can_load(adapter)``: the adapter would take a GPU place now without evicting anything.
+    """
+
+    index: int
+    num_waiting: int
+    num_running: int
+    kv_used_blocks: int
+    kv_total_blocks: int
+    gpu_adapters: Collection[str]
+    active_adapters: Collection[str]
+    can_load: Callable[[str], bool]
+
+    @property
+    def outstanding(self) -> int:
+        """Requests queued or running."""
+        return self.num_waiting + self.num_running
+
+    @property
+    def kv_fraction(self) -> float:
+        """KV use in [0, 1]."""
+        return self.kv_used_blocks / self.kv_total_blocks if self.kv_total_blocks else 1.0
+
+
+class Router(ABC):
+    """Sends each arriving request to one replica of a cluster (``cluster.router``).
+
+    Routers never touch the SimPy environment: :meth:`route` gets the request and a :class:`ReplicaState` per
+    replica and returns an index. Random choices use the generator given to :meth:`bind` (the ``router`` stream).
+    """
+
+    name: ClassVar[str] = ""
+    rule: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = NoParams
+
+    def __init__(self, params: BaseModel | None = None):
+        self.params = params if params is not None else self.Params()
+        self.num_replicas = 0
+        self.rng = None
+
+    def bind(self, num_replicas: int, rng) -> None:
+        """Attach the cluster size and the router's random generator (called once, before any route)."""
+        self.num_replicas = num_replicas
+        self.rng = rng
+
+    @abstractmethod
+    def route(self, seq: Seq, replicas: Sequence[ReplicaState], now_s: float) -> int:
+        """Index of the replica that gets ``seq`` (arriving at ``now_s``)."""
+
+
+def least_loaded(replicas: Iterable[ReplicaState]) -> int:
+    """Index of the replica with the fewest outstanding requests (ties: lower KV use, then lower index)."""
+    return min(replicas, key=lambda r: (r.outstanding, r.kv_fraction, r.index)).index
+
+
+ROUTERS: Registry = Registry("router", Router)

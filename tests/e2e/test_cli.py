@@ -136,7 +136,8 @@ def test_policies_lists_rules():
     assert j["scheduler"] == sorted(j["scheduler"]) == SCHEDULERS.names()
     assert j["eviction"] == ["cost-aware", "fifo", "lfu", "lru"] == EVICTIONS.names()
     assert j["adapter_memory"] == ["flat", "rank-paged", "unified"]
-    assert j["router"] == []  # a kind without policies yet (clusters)
+    assert j["router"] == ["adapter-affinity", "consistent-hash", "dlora", "least-kv", "least-outstanding",
+                           "power-of-two", "random", "round-robin"]
 
 
 def test_help_mentions_commands():
