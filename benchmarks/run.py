@@ -11,7 +11,7 @@ one JSON object per case: ``case``, ``wall_s`` (the simulation, scenario buildin
 - ``azure-conv``: the committed ``scenarios/azure-conv.yaml`` (Azure LLM inference trace 2023, conversation; needs the
   data directory).
 - ``synthetic-1m``: one million synthetic requests over 1,000 adapters on one replica, ``output.records: requests``.
-- ``synthetic-1m-8-replicas``: the same over 8 replicas (needs clusters: reported as skipped until they exist).
+- ``synthetic-1m-8-replicas``: the same over 8 replicas (least-outstanding routing) at 8 times the rate.
 - ``scale-1e4``, ``scale-1e5``, ``scale-1e6``: the synthetic case at 10^4, 10^5 and 10^6 requests (per-request cost
   should stay flat).
 
@@ -44,7 +44,9 @@ SYNTHETIC = [
 CASES = {
     "azure-conv": {"scenario": "scenarios/azure-conv.yaml", "overrides": [], "needs_data": True},
     "synthetic-1m": {"scenario": None, "overrides": [*SYNTHETIC, "workload.num_requests=1000000"]},
-    "synthetic-1m-8-replicas": {"skip": "clusters (several replicas behind a router) are not implemented yet"},
+    "synthetic-1m-8-replicas": {"scenario": None, "overrides": [
+        *SYNTHETIC, "workload.num_requests=1000000", "workload.arrivals={kind: poisson, rate: 40.0}",
+        "cluster.replicas=8", "cluster.router.name=least-outstanding"]},
     "scale-1e4": {"scenario": None, "overrides": [*SYNTHETIC, "workload.num_requests=10000"]},
     "scale-1e5": {"scenario": None, "overrides": [*SYNTHETIC, "workload.num_requests=100000"]},
     "scale-1e6": {"scenario": None, "overrides": [*SYNTHETIC, "workload.num_requests=1000000"]},

@@ -32,8 +32,8 @@ class _PolicyConfig(BaseModel):
     def _resolve(cls, data: Any) -> Any:
         if isinstance(data, str):
             data = {"name": data}
-        if not isinstance(data, dict):
-            return data
+        if not isinstance(data, dict) or not data:
+            return data  # the default policy without knobs (also: class defaults built at import, before plug-ins)
         if "name" not in data:  # knobs of the default policy
             data = {"name": cls.model_fields["name"].default, **data}
         try:
