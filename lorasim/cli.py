@@ -309,6 +309,23 @@ def plan(
     console.print(f"plot: {plot}")
 
 
+@app.command("plot")
+def plot_cmd(
+    directory: Path = typer.Argument(..., help="A `lorasim run --out` or `lorasim sweep --out` directory."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the PNGs here (default: into DIRECTORY)."),
+    metric: list[str] = typer.Option([], "--metric", help="Sweep metrics to plot (default: ttft_ms_p99 and "
+                                     "request_throughput_rps; repeatable)."),
+) -> None:
+    """Draw latency CDFs, a timeline and per-adapter waits of a run, or metrics against the grid of a sweep."""
+    from lorasim.analysis.plots import plot_dir
+
+    if not directory.is_dir():
+        raise LorasimError(f"{directory}: not a directory")
+    made = plot_dir(directory, out, tuple(metric) or ("ttft_ms_p99", "request_throughput_rps"))
+    for p in made:
+        console.print(f"wrote {p}")
+
+
 def _summary_keys() -> list[str]:
     """Every summary metric name (from a tiny run of the default scenario)."""
     from lorasim import load_scenario, simulate

@@ -147,11 +147,46 @@ class TraceStream(_Cancellation):
         return self
 
 
+class ServegenStream(_Cancellation):
+    """Per-client production traffic from ServeGen (Alibaba Bailian; ``traces/servegen/language/<pool>``): client
+    ``k`` (file ``chunk-k-trace.csv``: rate, CV and inter-arrival distribution per 600 s window over 14 days) sends
+    the requests of adapter ``k`` of the stream's adapters, so popularity skew and churn come from production data.
+
+    Each window's arrivals follow its fitted Gamma or Weibull inter-arrival distribution (Poisson where none is
+    given), with every client's rate multiplied so that the clients' mean total rate over the replayed windows is
+    ``total_rate`` (unset: as recorded), and time compressed ``time_scale`` times (a 600 s window lasts
+    ``600 / time_scale`` s). Loader semantics follow ServeGen's ``clientpool.py``.
+    """
+
+    kind: Literal["servegen"] = "servegen"
+    name: str | None = None
+    """Stream name; keys its random streams (``servegen:<name>:<client>``, ``lengths:<name>``). Default: index."""
+    path: str = "traces/servegen/language/m-large"
+    """Directory of ``chunk-N-trace.csv`` files (relative to the data directory, or absolute)."""
+    clients: int | None = Field(default=None, ge=1, le=MAX_ADAPTERS)
+    """Use clients 0..clients-1 (unset: as many as the stream has adapters); client k -> the stream's adapter k."""
+    window_start_s: float = Field(default=0.0, ge=0, le=14 * 86400)
+    """Trace time of the first replayed window, seconds (a multiple of 600)."""
+    duration_s: float = Field(default=3600.0, gt=0, le=MAX_TIME_S)
+    """Trace time replayed, seconds (before time compression)."""
+    total_rate: float | None = Field(default=None, gt=0, le=1e6)
+    """Mean total request rate of the replayed clients, req/s of simulated time (after compression)."""
+    time_scale: float = Field(default=1.0, ge=1e-3, le=1e4)
+    """Time compression: simulated seconds = trace seconds / time_scale."""
+    start_s: float = Field(default=0.0, ge=0, le=MAX_TIME_S)
+    """Simulation time at which the replay starts, seconds."""
+    lengths: LengthsConfig = SeparateLengths()
+    """Prompt/output lengths (ServeGen's per-client length statistics are not used)."""
+    adapters: list[AdapterRef] | None = None
+    """The adapters the clients map to, in client order (names or positions); unset = all, in order."""
+
+
 StreamConfig = Annotated[
-    Union[Annotated[SyntheticStream, Tag("synthetic")], Annotated[TraceStream, Tag("trace")]],
+    Union[Annotated[SyntheticStream, Tag("synthetic")], Annotated[TraceStream, Tag("trace")],
+          Annotated[ServegenStream, Tag("servegen")]],
     Discriminator(kind_or("synthetic")),
 ]
-"""One stream of a workload: ``kind: synthetic`` (default) or ``kind: trace``."""
+"""One stream of a workload: ``kind: synthetic`` (default), ``kind: trace`` or ``kind: servegen``."""
 
 
 def _default_streams() -> list[SyntheticStream]:

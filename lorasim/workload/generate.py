@@ -23,7 +23,7 @@ from lorasim.paths import data_file
 from lorasim.rng import RngStreams
 from lorasim.workload.adapters import AdapterSpec
 from lorasim.workload.arrivals import BurstArrivals, PerAdapterPoissonArrivals, SingleArrival, renewal_times
-from lorasim.workload.config import SyntheticStream, TraceStream, WorkloadConfig
+from lorasim.workload.config import ServegenStream, SyntheticStream, TraceStream, WorkloadConfig
 from lorasim.workload.lengths import LengthsConfig, LognormalLength, SeparateLengths, TableCache, sample_lengths
 from lorasim.workload.popularity import PopularityConfig, UniformPopularity, sample_adapters
 from lorasim.workload.request import Request
@@ -109,6 +109,8 @@ def build_request_arrays(
         cand = _candidates(stream.adapters, names, position, where)
         if isinstance(stream, SyntheticStream):
             part, note = _synthetic(stream, cand, names, rngs, sname, where, data_dir, cache)
+        elif isinstance(stream, ServegenStream):
+            part, note = _servegen(stream, cand, names, rngs, sname, where, data_dir, cache)
         else:
             part, note = _trace(stream, cand, names, position, rngs, sname, where, data_dir, cache)
         if note:
@@ -275,6 +277,39 @@ def _trace(s: TraceStream, cand: np.ndarray, names: list[str], position: dict[st
     if length_note:
         note += "; " + length_note
     return (t, prompt, output, adapter), note
+
+
+def _servegen(s: ServegenStream, cand: np.ndarray, names: list[str], rngs: RngStreams, sname: str, where: str,
+              data_dir: str | Path | None, cache: TableCache) -> tuple[tuple[np.ndarray, ...], str]:
+    """Arrivals of ServeGen clients mapped to the stream's adapters (see :class:`ServegenStream`)."""
+    from lorasim.workload.servegen import client_arrivals, read_client
+
+    root = data_file(s.path, data_dir)
+    n_clients = s.clients if s.clients is not None else len(cand)
+    if n_clients > len(cand):
+        raise ConfigError(f"{where}.clients: {n_clients} clients but the stream has {len(cand)} adapters to map "
+                          f"them to")
+    if n_clients == 0:
+        raise ConfigError(f"{where}: a servegen stream needs adapters")
+    tables = [read_client(root, k) for k in range(n_clients)]
+    end = s.window_start_s + s.duration_s
+    recorded = sum(float(tb.mean_rate(s.window_start_s, end)) for tb in tables)  # trace req/s
+    if recorded <= 0:
+        raise ConfigError(f"{where}: clients 0..{n_clients - 1} send nothing in [{s.window_start_s:g}, {end:g}) s of "
+                          f"{root}")
+    factor = 1.0 if s.total_rate is None else s.total_rate / (recorded * s.time_scale)
+    ts, ads = [], []
+    for k, tb in enumerate(tables):
+        t = client_arrivals(tb, s.window_start_s, end, factor, rngs.get(f"servegen:{sname}:{k}"))
+        ts.append(t / s.time_scale + s.start_s)
+        ads.append(np.full(len(t), cand[k], dtype=np.int64))
+    t = np.concatenate(ts)
+    order = np.argsort(t, kind="stable")
+    t, adapter = t[order], np.concatenate(ads)[order]
+    prompt, output, note = _lengths(s.lengths, rngs.get(f"lengths:{sname}"), len(t), where, data_dir, cache)
+    summary = (f"{where}: ServeGen {root.name}: {n_clients} clients, trace [{s.window_start_s:g}, {end:g}) s, "
+               f"recorded {recorded:.3g} req/s x {factor * s.time_scale:.3g} -> {len(t)} requests")
+    return (t, prompt, output, adapter), summary + (f"; {note}" if note else "")
 
 
 def _preview(names: list[str]) -> str:
