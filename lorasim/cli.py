@@ -30,6 +30,7 @@ SUMMARY_ROWS = (
     ("E2E latency (ms)", ("e2el_ms_mean", "e2el_ms_p50", "e2el_ms_p90", "e2el_ms_p99")),
     ("Adapters", ("gpu_adapter_loads", "disk_adapter_loads", "gpu_adapter_hit_rate", "adapter_load_wait_s")),
     ("Queue", ("max_queue_wait_s", "num_starved_requests", "num_preemptions", "max_num_waiting", "kv_cache_tokens")),
+    ("SLO", ("slo_attainment", "goodput_rps")),
     ("Cluster", ("num_replicas", "replica_imbalance")),
 )
 

@@ -51,6 +51,11 @@ class MetricsConfig(InputModel):
     """The starvation watchdog flags a request (column ``starved``, ``num_starved_requests``) once it has waited this
     long since arrival, never scheduled, at a step that passes it over (admits a request that arrived after it) while a
     GPU slot is idle or evictable for it (see ``lorasim.engine.starvation``). Unset: no watchdog."""
+    ttft_slo_s: float | None = Field(default=None, gt=0, le=MAX_TIME_S)
+    """TTFT SLO, seconds: with it (or ``tpot_slo_s``) the summary reports ``slo_attainment`` (share of all requests
+    that completed within every SLO set) and ``goodput_rps`` (such requests per second of ``duration_s``)."""
+    tpot_slo_s: float | None = Field(default=None, gt=0, le=MAX_TIME_S)
+    """TPOT SLO (mean time per output token after the first), seconds; see ``ttft_slo_s``."""
 
 
 class OutputConfig(InputModel):

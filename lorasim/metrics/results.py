@@ -59,6 +59,26 @@ def requests_frame(seqs, replica_of) -> pd.DataFrame:
     return df
 
 
+def slo_attainment(requests: pd.DataFrame, ttft_slo_s: float | None, tpot_slo_s: float | None,
+                   duration_s: float) -> tuple[float, float]:
+    """Share of all requests that completed within every SLO given (TTFT; TPOT = (E2E - TTFT) / (output - 1), taken
+    as met for one-token outputs), and those requests per second of ``duration_s`` (goodput).
+
+    Returns:
+        ``(slo_attainment in [0, 1], goodput_rps)``; NaN when there are no requests or no duration.
+    """
+    n = len(requests)
+    ok = requests["finish_time_s"].notna() & ~requests["aborted"]
+    if ttft_slo_s is not None:
+        ok &= requests["ttft_s"] <= ttft_slo_s
+    if tpot_slo_s is not None:
+        tpot = (requests["e2el_s"] - requests["ttft_s"]) / (requests["output_tokens"] - 1).where(
+            requests["output_tokens"] > 1)
+        ok &= tpot.isna() | (tpot <= tpot_slo_s)
+    k = int(ok.sum())
+    return (k / n if n else math.nan), (k / duration_s if duration_s > 0 else math.nan)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -122,6 +142,10 @@ class Results:
             s = summarize(self.requests, self.steps, self.adapter_events, self.itl_values_s, self.itl_counts,
                           self.step_totals)
             s.update({k: v for k, v in self.info.items() if k not in s})
+            m = getattr(self.scenario, "metrics", None)
+            if m is not None and (m.ttft_slo_s is not None or m.tpot_slo_s is not None):
+                s["slo_attainment"], s["goodput_rps"] = slo_attainment(self.requests, m.ttft_slo_s, m.tpot_slo_s,
+                                                                       s["duration_s"])
             n = int(self.info.get("num_replicas", 1))
             if n > 1:  # load balance: completed requests of the busiest replica over the mean (1.0 = even)
                 done = self.requests["finish_time_s"].notna() & ~self.requests["aborted"]
