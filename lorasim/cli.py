@@ -86,19 +86,37 @@ def run(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory for traces and length tables "
                                             "(default: $LORASIM_DATA_DIR, else ../shared/data beside the repo)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of a table."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the results already in the --out directory."),
+    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Leave out malformed trace rows (reported: "
+                                       "how many and which lines) instead of stopping at the first."),
 ) -> None:
-    """Simulate one scenario and print its summary."""
-    from lorasim import load_scenario, simulate
+    """Simulate one scenario and print its summary. Ctrl-C stops the run and writes what it has, marked
+    incomplete."""
+    from lorasim import load_scenario
+    from lorasim.engine.simulation import Simulation
 
-    sc = load_scenario(scenario, overrides=set_, seed=seed)
+    overrides = list(set_)
+    sc = load_scenario(scenario, overrides=overrides, seed=seed)
+    if skip_bad_rows:
+        streams = [st.model_copy(update={"bad_rows": "skip"}) if st.kind == "trace" else st
+                   for st in sc.workload.streams]
+        sc = sc.model_copy(update={"workload": sc.workload.model_copy(update={"streams": streams})})
     out_dir = out if out is not None else (Path(sc.output.dir) if sc.output.dir else None)
     if out_dir is not None:
         prepare_out_dir(out_dir)
+        if (out_dir / "summary.json").exists() and not force:
+            raise LorasimError(f"--out {out_dir}: holds the results of an earlier run (summary.json); use --force to "
+                               f"overwrite them, or another directory")
+    try:
+        sim = Simulation(sc, data_dir=data_dir)
+    except KeyboardInterrupt:
+        print("lorasim: interrupted while building the workload; nothing was written", file=sys.stderr)
+        sys.exit(130)
     if not as_json:
         console.print(f"[bold]lorasim[/] {scenario if scenario else 'embedded default scenario'}: "
                       f"scheduler={sc.scheduler.name}, max_loras={sc.engine.max_loras}, "
                       f"max_cpu_loras={sc.engine.cpu_loras}, seed={sc.seed}")
-    res = simulate(sc, data_dir=data_dir)
+    res = sim.run(stop_on_interrupt=True)
     for note in res.notes:
         print(f"lorasim: note: {note}", file=sys.stderr)
     if out_dir is not None:
@@ -113,6 +131,10 @@ def run(
     print_summary(res.summary, title=f"summary ({res.wall_time_s:.2f} s wall, {res.summary['num_steps']:,} steps)")
     if out_dir is not None:
         console.print(f"wrote {out_dir}/")
+    if res.info.get("incomplete"):
+        print(f"lorasim: interrupted at t={res.info['stopped_at_s']:.3f} s of simulated time; the results are "
+              f"incomplete (summary incomplete: true; requests in flight are unfinished)", file=sys.stderr)
+        sys.exit(130)
 
 
 @app.command()
@@ -365,8 +387,8 @@ def main(argv: list[str] | None = None) -> None:
     except LorasimError as exc:
         print(f"lorasim: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except typer.Abort:
-        print("lorasim: aborted", file=sys.stderr)
+    except (typer.Abort, KeyboardInterrupt):
+        print("lorasim: interrupted", file=sys.stderr)
         sys.exit(130)
     except Exception as exc:
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):

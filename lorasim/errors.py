@@ -33,6 +33,7 @@ class DataFileError(LorasimError):
     def __init__(self, path: str | Path, message: str, line: int | None = None):
         self.path = str(path)
         self.line = line
+        self.message = message
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {message}")
 

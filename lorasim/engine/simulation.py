@@ -302,8 +302,14 @@ class Simulation:
             r.feed.close()
             r.wake()
 
-    def run(self) -> Results:
-        """Run to completion (every request finished, aborted or cancelled), or to ``horizon_s``; return the results."""
+    def run(self, stop_on_interrupt: bool = False) -> Results:
+        """Run to completion (every request finished, aborted or cancelled), or to ``horizon_s``; return the results.
+
+        Args:
+            stop_on_interrupt: a KeyboardInterrupt (Ctrl-C) stops the simulation where it is and returns the results
+                so far, with ``info["incomplete"] = True`` and ``info["stopped_at_s"]`` (requests not finished are
+                reported unfinished); otherwise it propagates.
+        """
         t0 = time.perf_counter()
         if self.router is not None:
             self.env.process(self._route())
@@ -312,10 +318,17 @@ class Simulation:
         for r in self.replicas:
             self.env.process(r.run())
         horizon = self.scenario.horizon_s
-        self.env.run(until=horizon)
+        incomplete = False
+        try:
+            self.env.run(until=horizon)
+        except KeyboardInterrupt:
+            if not stop_on_interrupt:
+                raise
+            incomplete = True
+            self.info.update(incomplete=True, stopped_at_s=float(self.env.now))
         done = (SeqStatus.FINISHED, SeqStatus.ABORTED, SeqStatus.CANCELLED)
         lost = [s.request_id for s in self.seqs if s.status not in done]
-        if lost and horizon is None:
+        if lost and horizon is None and not incomplete:
             raise RuntimeError(f"{len(lost)} requests neither finished, aborted nor cancelled (first: {lost[:5]}); "
                                "this is a bug")
         rec = self.recorder

@@ -131,6 +131,9 @@ class TraceStream(_Cancellation):
     """Simulation time at which the window starts, seconds."""
     zero_tokens: ZeroTokens = "error"
     """A 0 prompt/output length: ``error`` (default) or ``one`` (use 1; counted and reported as a warning)."""
+    bad_rows: Literal["error", "skip"] = "error"
+    """A malformed row: ``error`` stops the run naming its line (default); ``skip`` leaves it out and the run's
+    notes say how many rows were skipped and which lines (``lorasim run --skip-bad-rows`` sets it)."""
     use_trace_adapters: bool = True
     """Use the trace's ``adapter`` column when it has one; otherwise adapters come from ``popularity``."""
     popularity: PopularityConfig | None = None

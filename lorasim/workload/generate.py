@@ -27,7 +27,7 @@ from lorasim.workload.config import ServegenStream, SyntheticStream, TraceStream
 from lorasim.workload.lengths import LengthsConfig, LognormalLength, SeparateLengths, TableCache, sample_lengths
 from lorasim.workload.popularity import PopularityConfig, UniformPopularity, sample_adapters
 from lorasim.workload.request import Request
-from lorasim.workload.traces import read_trace
+from lorasim.workload.traces import read_trace_skipping, read_trace
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +234,11 @@ def _trace(s: TraceStream, cand: np.ndarray, names: list[str], position: dict[st
            sname: str, where: str, data_dir: str | Path | None, cache: TableCache
            ) -> tuple[tuple[np.ndarray, ...], str]:
     path = data_file(s.path, data_dir)
-    tr = read_trace(path, s.format, s.zero_tokens)
+    skipped: list = []
+    if s.bad_rows == "skip":
+        tr, skipped = read_trace_skipping(path, s.format, s.zero_tokens)
+    else:
+        tr = read_trace(path, s.format, s.zero_tokens)
     lo = int(np.searchsorted(tr.arrival_s, s.window_start_s, side="left"))
     hi = len(tr) if s.window_end_s is None else int(np.searchsorted(tr.arrival_s, s.window_end_s, side="left"))
     in_window = hi - lo
@@ -270,6 +274,9 @@ def _trace(s: TraceStream, cand: np.ndarray, names: list[str], position: dict[st
     note = (f"{where}: {path.name} ({tr.format}): {len(tr)} requests read, {in_window} in window "
             f"[{s.window_start_s:g}, {'end' if s.window_end_s is None else f'{s.window_end_s:g}'}) s, {n} kept"
             + (f" (max_requests {s.max_requests})" if s.max_requests is not None else ""))
+    if skipped:
+        shown = ", ".join(str(line) for line, _ in skipped[:10]) + (", ..." if len(skipped) > 10 else "")
+        note += f"; skipped {len(skipped)} bad rows (lines {shown}; first: {skipped[0][1]})"
     if tr.num_zero_prompt or tr.num_zero_output:
         fix = (f"{tr.num_zero_prompt} prompt and {tr.num_zero_output} output lengths of 0 in the whole trace "
                "were set to 1 (zero_tokens: one)")

@@ -99,6 +99,62 @@ def detect_format(path: Path) -> str:
                               f"generic {list(GENERIC_FIELDS)} (+ adapter), or JSON lines", line=1)
 
 
+MAX_SKIPPED_ROWS = 1000
+
+
+def read_trace_skipping(path: Path, fmt: TraceFormat = "auto", zero_tokens: ZeroTokens = "error"
+                        ) -> tuple[TraceData, list[tuple[int, str]]]:
+    """:func:`read_trace`, leaving out the rows it would refuse (``--skip-bad-rows``).
+
+    A row-level error (one naming a line after the header) drops that line and the file is read again without it,
+    until it reads cleanly; errors about the file as a whole (missing, empty, unknown header or format) still raise.
+
+    Returns:
+        ``(trace, skipped)``: ``skipped`` lists ``(line, message)`` of the left-out rows, lines of the original file.
+
+    Raises:
+        DataFileError: a whole-file error, or more than ``MAX_SKIPPED_ROWS`` bad rows.
+    """
+    import os
+    import tempfile
+
+    path = Path(path)
+    try:
+        return read_trace(path, fmt, zero_tokens), []
+    except DataFileError as exc:
+        if exc.line is None or exc.line <= 1:
+            raise
+    if fmt == "auto":
+        fmt = detect_format(path)
+    text = path.read_bytes().decode("utf-8", errors="replace").splitlines(keepends=True)
+    header = 0 if fmt in ("mooncake", "jsonl") else 1
+    kept = list(range(len(text)))  # indices (0-based) of the original lines still in the file
+    skipped: list[tuple[int, str]] = []
+    fd, tmp = tempfile.mkstemp(suffix=path.suffix, prefix=".lorasim-trace-")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        while True:
+            tmp_path.write_text("".join(text[i] for i in kept))
+            try:
+                tr = read_trace(tmp_path, fmt, zero_tokens)
+            except DataFileError as exc:
+                if exc.line is None or exc.line <= header:
+                    raise DataFileError(path, exc.message) from None
+                orig = kept[exc.line - 1]
+                skipped.append((orig + 1, exc.message))
+                if len(skipped) > MAX_SKIPPED_ROWS:
+                    raise DataFileError(path, f"more than {MAX_SKIPPED_ROWS} bad rows (the first at line "
+                                              f"{skipped[0][0]}: {skipped[0][1]}); is it the right file and format?")
+                del kept[exc.line - 1]
+                continue
+            lines = np.asarray([kept[int(k) - 1] + 1 for k in tr.lines], dtype=np.int64)
+            return TraceData(path, tr.format, tr.arrival_s, tr.prompt_tokens, tr.output_tokens, tr.adapter, lines,
+                             tr.num_zero_prompt, tr.num_zero_output), sorted(skipped)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
 def read_trace(path: Path, fmt: TraceFormat = "auto", zero_tokens: ZeroTokens = "error") -> TraceData:
     """Read and validate a trace file.
 

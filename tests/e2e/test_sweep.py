@@ -103,3 +103,13 @@ def test_cli(tmp_path):
     assert json.loads((tmp_path / "sweep.json").read_text())["grid"] == {"engine.max_loras": [2, 4]}
     bad = lorasim_cli("sweep", "--grid", "engine.max_lora=2,4", "--out", str(tmp_path / "x"))
     assert bad.returncode == 2 and "max_lora" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_grid_order_does_not_change_any_point(serial, tmp_path):
+    _, t = serial
+    rev = Sweep(None, parse_grid(["scheduler.name=fcfs-break,vllm", "engine.max_loras=8,2"]), seeds=2,
+                overrides=SET).run(tmp_path)
+    key = ["engine.max_loras", "scheduler.name", "seed"]
+    a = t.sort_values(key).reset_index(drop=True)
+    b = rev[t.columns].sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
