@@ -36,7 +36,8 @@ def test_identical_across_processes(tmp_path):
         subprocess.run([sys.executable, "-m", "lorasim.cli", "run", "--out", str(out), "--json",
                         *[x for kv in SMALL for x in ("--set", kv)]], check=True, capture_output=True)
         outs.append(out)
-    assert (outs[0] / "summary.json").read_bytes() == (outs[1] / "summary.json").read_bytes()
+    for name in ("summary.json", "requests.parquet", "steps.parquet", "per_adapter.csv", "scenario.resolved.yaml"):
+        assert (outs[0] / name).read_bytes() == (outs[1] / name).read_bytes(), name  # byte-identical
     pd.testing.assert_frame_equal(pd.read_parquet(outs[0] / "requests.parquet"),
                                   pd.read_parquet(outs[1] / "requests.parquet"))
     pd.testing.assert_frame_equal(pd.read_parquet(outs[0] / "steps.parquet"),
