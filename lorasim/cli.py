@@ -35,6 +35,10 @@ SUMMARY_ROWS = (
 )
 
 
+RUN_OUTPUTS = ("summary.json", "requests.parquet", "steps.parquet", "adapter_events.parquet", "per_adapter.csv",
+               "per_replica.csv", "scenario.resolved.yaml", "latency_cdf.png", "timeline.png", "adapter_waits.png")
+
+
 def _fmt(v) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
@@ -107,6 +111,9 @@ def run(
         if (out_dir / "summary.json").exists() and not force:
             raise LorasimError(f"--out {out_dir}: holds the results of an earlier run (summary.json); use --force to "
                                f"overwrite them, or another directory")
+        if force:  # no earlier result may stay beside this run's (summary.json first: it marks a complete run)
+            for name in RUN_OUTPUTS:
+                (out_dir / name).unlink(missing_ok=True)
     try:
         sim = Simulation(sc, data_dir=data_dir)
     except KeyboardInterrupt:
@@ -344,7 +351,10 @@ def plot_cmd(
 
     if not directory.is_dir():
         raise LorasimError(f"{directory}: not a directory")
-    made = plot_dir(directory, out, tuple(metric) or ("ttft_ms_p99", "request_throughput_rps"))
+    try:
+        made = plot_dir(directory, out, tuple(metric) or ("ttft_ms_p99", "request_throughput_rps"))
+    except (OSError, ValueError, KeyError) as exc:  # unreadable or damaged outputs, an unwritable --out
+        raise LorasimError(f"{directory}: cannot plot ({type(exc).__name__}: {exc})") from None
     for p in made:
         console.print(f"wrote {p}")
 
@@ -353,7 +363,9 @@ def _summary_keys() -> list[str]:
     """Every summary metric name (from a tiny run of the default scenario)."""
     from lorasim import load_scenario, simulate
 
-    return list(simulate(load_scenario(None, overrides=["workload.num_requests=2"])).summary)
+    s = simulate(load_scenario(None, overrides=["workload.num_requests=2"])).summary
+    numeric = [k for k, v in s.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return numeric + ["slo_attainment", "goodput_rps", "replica_imbalance"]
 
 
 def _plan_plot(points: list[dict], slos, path: Path) -> None:
@@ -362,20 +374,21 @@ def _plan_plot(points: list[dict], slos, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xkey = next(iter(points[0]))
-    fig, axes = plt.subplots(1, len(slos), figsize=(4.5 * len(slos), 3.5), squeeze=False)
-    pts = sorted(points, key=lambda d: d[xkey])
-    for ax, s in zip(axes[0], slos):
-        ax.plot([d[xkey] for d in pts], [d[s.metric] for d in pts], "o-")
-        ax.axhline(s.bound, color="red", ls="--", label=str(s))
-        ax.set_xlabel(xkey)
-        ax.set_ylabel(s.metric)
-        ax.legend()
+    xkeys = list(dict.fromkeys(next(iter(d)) for d in points))  # the searched key, then rate_factor
+    fig, axes = plt.subplots(len(xkeys), len(slos), figsize=(4.5 * len(slos), 3.5 * len(xkeys)), squeeze=False)
+    for row, xkey in zip(axes, xkeys):
+        pts = sorted((d for d in points if xkey in d), key=lambda d: d[xkey])
+        for ax, s in zip(row, slos):
+            ax.plot([d[xkey] for d in pts], [d[s.metric] for d in pts], "o-")
+            ax.axhline(s.bound, color="red", ls="--", label=str(s))
+            ax.set_xlabel(xkey)
+            ax.set_ylabel(s.metric)
+            ax.legend()
     fig.tight_layout()
     try:
         fig.savefig(path, dpi=110)
-    except OSError as exc:
-        raise LorasimError(f"--plot {path}: cannot write ({exc.strerror or exc})") from None
+    except (OSError, ValueError) as exc:
+        raise LorasimError(f"--plot {path}: cannot write the plot ({getattr(exc, 'strerror', None) or exc})") from None
     finally:
         plt.close(fig)
 

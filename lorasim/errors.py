@@ -37,6 +37,9 @@ class DataFileError(LorasimError):
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {message}")
 
+    def __reduce__(self):  # picklable (sweep worker processes send it back)
+        return (type(self), (self.path, self.message, self.line))
+
 
 class PolicyError(LorasimError):
     """Unknown policy name, bad ``module:Class`` reference, or a policy that broke an engine invariant."""

@@ -80,7 +80,10 @@ def eval_also(expr: str, x: int) -> int | float | str:
     for n in ast.walk(tree):
         if isinstance(n, ast.Name) and n.id not in ("x", "min", "max"):
             raise ConfigError(f"--also {expr!r}: unknown name {n.id!r} (the candidate value is x)")
-    v = eval(compile(tree, "<also>", "eval"), {"__builtins__": {}}, {"x": x, "min": min, "max": max})
+    try:
+        v = eval(compile(tree, "<also>", "eval"), {"__builtins__": {}}, {"x": x, "min": min, "max": max})
+    except (ArithmeticError, TypeError, ValueError) as exc:
+        raise ConfigError(f"--also {expr!r} at x={x}: {exc}") from None
     return int(v) if isinstance(v, float) and v.is_integer() else v
 
 

@@ -113,6 +113,7 @@ class Sweep:
         self.overrides = list(overrides)
         self.data_dir = None if data_dir is None else str(data_dir)
         base = load_scenario(scenario, overrides=self.overrides)
+        self._base_json = base.model_dump_json()
         self.points = [Point(tuple(vals), base.seed + k)
                        for vals in itertools.product(*grid.values()) for k in range(seeds)]
         self.seeds = seeds
@@ -124,7 +125,10 @@ class Sweep:
                 raise ConfigError(f"grid point {where}: {exc}") from None
 
     def manifest(self) -> dict:
-        return {"scenario": self.scenario, "grid": self.grid, "seeds": self.seeds, "set": self.overrides}
+        # the scenario's content, not just its path: an edited file is a different sweep
+        digest = hashlib.sha256(self._base_json.encode()).hexdigest()
+        return {"scenario": self.scenario, "scenario_sha256": digest, "grid": self.grid, "seeds": self.seeds,
+                "set": self.overrides}
 
     def run(self, out_dir: str | Path, workers: int = 1, dask_address: str | None = None,
             on_point: Callable[[int, int], None] | None = None) -> pd.DataFrame:
@@ -149,7 +153,11 @@ class Sweep:
         mpath = out / MANIFEST
         manifest = self.manifest()
         if mpath.exists():
-            if json.loads(mpath.read_text()) != json.loads(json.dumps(manifest)):
+            try:
+                old = json.loads(mpath.read_text())
+            except ValueError:
+                raise ConfigError(f"{mpath}: damaged (not JSON); use another --out") from None
+            if old != json.loads(json.dumps(manifest)):
                 raise ConfigError(f"{out}: holds a different sweep ({MANIFEST} differs); use another --out")
         else:
             _atomic_text(mpath, json.dumps(manifest, indent=2))
@@ -176,7 +184,10 @@ class Sweep:
         for p in self.points:
             f = points_dir / p.file_name(self.keys)
             if f.exists():
-                rows.append(json.loads(f.read_text()))
+                try:
+                    rows.append(json.loads(f.read_text()))
+                except ValueError:
+                    raise ConfigError(f"{f}: a damaged point file; delete it and rerun to recompute it") from None
         table = pd.DataFrame(rows)
         for k in self.keys:  # a list-valued grid value stays one cell
             if k in table and table[k].map(lambda v: isinstance(v, (list, dict))).any():
@@ -199,7 +210,13 @@ def _execute(points: list[Point], args: list[tuple], workers: int, dask_address)
     if dask_address is not None:
         from distributed import Client, as_completed as dask_completed
 
-        client = dask_address if isinstance(dask_address, Client) else Client(dask_address)
+        if isinstance(dask_address, Client):
+            client = dask_address
+        else:
+            try:
+                client = Client(dask_address, timeout=10)
+            except (OSError, ValueError, TimeoutError) as exc:
+                raise ConfigError(f"--dask {dask_address}: cannot connect to a Dask scheduler ({exc})") from None
         try:
             futures = {client.submit(run_point, *a, pure=False): p for p, a in zip(points, args)}
             for fut in dask_completed(futures):

@@ -227,6 +227,8 @@ class Simulation:
         self.replica = self.replicas[0]
         self.router = None
         if n > 1:
+            for seq in self.seqs:
+                seq.replica = -1  # not routed yet (stays -1 for requests a horizon_s cuts off before they arrive)
             self.router = cl.router.build()
             self.router.bind(n, self.rngs.get("router"))
         self.replica.mark_unservable(self.seqs, arrays.prompt_tokens + arrays.output_tokens)
@@ -326,6 +328,7 @@ class Simulation:
                 raise
             incomplete = True
             self.info.update(incomplete=True, stopped_at_s=float(self.env.now))
+            self.recorder.make_consistent()
         done = (SeqStatus.FINISHED, SeqStatus.ABORTED, SeqStatus.CANCELLED)
         lost = [s.request_id for s in self.seqs if s.status not in done]
         if lost and horizon is None and not incomplete:

@@ -32,6 +32,15 @@ class Recorder:
         self.counters: dict[str, int] = defaultdict(int)
         self.replica_id = 0
 
+    def make_consistent(self) -> None:
+        """Cut every record column to the shortest one (a run interrupted in the middle of a hook's appends)."""
+        for cols in (self.steps, self.events):
+            n = min((len(v) for v in cols.values()), default=0)
+            for v in cols.values():
+                del v[n:]
+        n = min(len(self.itl_values_s), len(self.itl_counts))
+        del self.itl_values_s[n:], self.itl_counts[n:]
+
     # engine hooks ------------------------------------------------------------------------------------------------
     def on_arrival(self, seq, now_s: float) -> None:
         self.counters["arrivals"] += 1

@@ -239,6 +239,8 @@ class Results:
         put("per_adapter.csv", lambda t: self.per_adapter.to_csv(t))
         if int(self.info.get("num_replicas", 1)) > 1:
             put("per_replica.csv", lambda t: self.per_replica.to_csv(t))
+        elif (out / "per_replica.csv").exists():
+            (out / "per_replica.csv").unlink()  # from an earlier cluster run: it would not match this one
         put("scenario.resolved.yaml", lambda t: Path(t).write_text(scenario_to_yaml(self.scenario)))
         summary = {k: _json_safe(v) for k, v in self.summary.items()}
         put("summary.json", lambda t: Path(t).write_text(json.dumps(summary, indent=2) + "\n"))

@@ -101,3 +101,49 @@ def test_ctrl_c_writes_what_the_run_has_marked_incomplete(tmp_path):
     assert len(r) == 300000 and r["unfinished"].any() and (r["finish_time_s"].notna()).any()
     assert s["num_completed"] + s["num_aborted"] + s["num_cancelled"] + s["num_unfinished"] == 300000
     assert not list(Path(out).glob(".*.tmp"))  # no half-written file left behind
+
+
+def test_data_file_errors_survive_worker_processes():
+    import pickle
+
+    from lorasim.errors import DataFileError
+
+    e = pickle.loads(pickle.dumps(DataFileError("t.csv", "bad row", line=3)))
+    assert str(e) == "t.csv:3: bad row" and e.line == 3
+
+
+def test_interrupted_recorder_columns_are_cut_to_one_length():
+    from lorasim.metrics.recorder import Recorder
+
+    r = Recorder()
+    for c in list(r.steps)[:5]:
+        r.steps[c].extend([1, 2])
+    for c in list(r.steps)[5:]:
+        r.steps[c].append(1)  # the interrupt hit between two appends
+    r.itl_values_s.extend([0.1, 0.2])
+    r.itl_counts.append(3)
+    r.make_consistent()
+    assert {len(v) for v in r.steps.values()} == {1} and len(r.itl_values_s) == len(r.itl_counts) == 1
+
+
+def test_force_leaves_no_earlier_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(["run", "--set", "workload.num_requests=40", "--set", "cluster.replicas=2", "--out", "o", "--json"])
+    assert (tmp_path / "o" / "per_replica.csv").exists()
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--set", "workload.num_requests=30", "--out", "o", "--json", "--force"])
+    assert e.value.code == 0
+    assert not (tmp_path / "o" / "per_replica.csv").exists()
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["num_requests"] == 30
+
+
+def test_cluster_requests_cut_off_by_the_horizon_have_no_replica():
+    import lorasim
+
+    res = lorasim.simulate(lorasim.load_scenario(None, overrides=["cluster.replicas=4", "horizon_s=20",
+                                                                  "workload.num_requests=300"]))
+    r = res.requests
+    late = r[r["arrival_time_s"] > 20.5]
+    assert len(late) > 0 and (late["replica"] == -1).all()
+    assert res.per_replica["num_requests"].sum() == (r["replica"] >= 0).sum()

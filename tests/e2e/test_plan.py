@@ -97,3 +97,14 @@ def test_cli_json(tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 0
     bad = lorasim_cli("plan", "--slo", "ttft<=1", "--minimize", "engine.max_loras")
     assert bad.returncode == 2 and "not a summary metric" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_cli_minimize_then_max_rate(tmp_path):
+    p = lorasim_cli("plan", "--slo", "ttft_ms_p99<=3000", "--minimize", "engine.max_loras", "--range", "1:32",
+                    "--max-rate", "--set", "workload.num_requests=200", "--plot", str(tmp_path / "p.png"), "--json")
+    assert p.returncode == 0, p.stderr
+    j = json.loads(p.stdout)
+    assert set(j["answer"]) == {"engine.max_loras", "rate_factor"} and (tmp_path / "p.png").exists()
+    bad = lorasim_cli("plan", "--slo", "ttft_ms_p99<=3000", "--minimize", "engine.max_loras", "--range", "1:4",
+                      "--also", "engine.max_cpu_loras=x/0", "--set", "workload.num_requests=20")
+    assert bad.returncode == 2 and "division by zero" in bad.stderr and "Traceback" not in bad.stderr

@@ -113,3 +113,12 @@ def test_grid_order_does_not_change_any_point(serial, tmp_path):
     a = t.sort_values(key).reset_index(drop=True)
     b = rev[t.columns].sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_an_edited_scenario_file_is_a_different_sweep(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("workload: {num_requests: 30, arrivals: {kind: poisson, rate: 5}}\n")
+    Sweep(f, parse_grid(["engine.max_loras=1,2"])).run(tmp_path / "o")
+    f.write_text("workload: {num_requests: 30, arrivals: {kind: poisson, rate: 50}}\n")
+    with pytest.raises(ConfigError, match="holds a different sweep"):
+        Sweep(f, parse_grid(["engine.max_loras=1,2"])).run(tmp_path / "o")
