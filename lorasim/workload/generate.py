@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lorasim._model import MAX_TIME_S, MAX_TOKENS
+from lorasim._model import MAX_REQUESTS, MAX_TIME_S, MAX_TOKENS
 from lorasim.errors import ConfigError, DataFileError
 from lorasim.paths import data_file
 from lorasim.rng import RngStreams
@@ -215,6 +215,10 @@ def _synthetic(s: SyntheticStream, cand: np.ndarray, names: list[str], rngs: Rng
         total = float(rates.sum())
         if total <= 0:
             raise ConfigError(f"{where}.arrivals: every adapter of the stream has rate 0")
+        if s.num_requests is None and total * s.duration_s > MAX_REQUESTS:
+            raise ConfigError(f"{where}: the adapters' rates ({total:g} req/s in all) over duration_s "
+                              f"{s.duration_s:g} s mean about {total * s.duration_s:.3g} requests, more than the "
+                              f"limit of {MAX_REQUESTS:,}; lower the rates or the duration, or set num_requests")
         t = renewal_times(lambda n: rng_a.exponential(1.0 / total, n), total, s.start_s, s.num_requests,
                           s.duration_s)
         adapter = cand[sample_adapters(rates / total, 0.0, rng_p, len(t))]
@@ -224,6 +228,10 @@ def _synthetic(s: SyntheticStream, cand: np.ndarray, names: list[str], rngs: Rng
         elif isinstance(a, SingleArrival):
             t = np.array([a.at_s], dtype=float)
         else:
+            if s.num_requests is None and a.mean_rate() * s.duration_s > MAX_REQUESTS:
+                raise ConfigError(f"{where}: arrivals.rate {a.mean_rate():g} req/s over duration_s {s.duration_s:g} s "
+                                  f"means about {a.mean_rate() * s.duration_s:.3g} requests, more than the limit of "
+                                  f"{MAX_REQUESTS:,}; lower the rate or the duration, or set num_requests")
             t = renewal_times(lambda n: a.gaps(rng_a, n), a.mean_rate(), s.start_s, s.num_requests, s.duration_s)
         adapter = _pick(s.popularity, cand, names, rng_p, len(t), where)
     prompt, output, note = _lengths(s.lengths, rngs.get(f"lengths:{sname}"), len(t), where, data_dir, cache)
@@ -305,6 +313,9 @@ def _servegen(s: ServegenStream, cand: np.ndarray, names: list[str], rngs: RngSt
         raise ConfigError(f"{where}: clients 0..{n_clients - 1} send nothing in [{s.window_start_s:g}, {end:g}) s of "
                           f"{root}")
     factor = 1.0 if s.total_rate is None else s.total_rate / (recorded * s.time_scale)
+    if recorded * factor * s.duration_s > MAX_REQUESTS:
+        raise ConfigError(f"{where}: total_rate x duration_s means about {recorded * factor * s.duration_s:.3g} "
+                          f"requests, more than the limit of {MAX_REQUESTS:,}; lower total_rate or duration_s")
     ts, ads = [], []
     for k, tb in enumerate(tables):
         t = client_arrivals(tb, s.window_start_s, end, factor, rngs.get(f"servegen:{sname}:{k}"))

@@ -89,6 +89,8 @@ BAD = [
     ("adapters: {count: 100000000000}\n", "adapters.count: Input should be less than or equal to 1000000"),
     ("workload: {arrivals: {kind: gamma, rate: 1, cv: 1.0e+200}, num_requests: 5}\n", "cv: Input should be less"),
     ("scheduler: {name: 'no_such_module_xyz:Cls'}\n", "cannot load scheduler policy 'no_such_module_xyz:Cls'"),
+    ("workload: {arrivals: {kind: poisson, rate: 100000}, duration_s: 1000000}\n",
+     "means about 1e+11 requests, more than the limit of 100,000,000"),
 ]
 
 
