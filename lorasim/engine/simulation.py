@@ -207,7 +207,8 @@ class Simulation:
             if links is None:
                 links = host_links[i // per_host] = {k: Link(self.env, k, c) for k, c in link_costs.items()}
             kv = KVCache(kv_tokens, eng.block_size)
-            check_memory(scenario, self.memory, self.adapters, kv)
+            if i == 0:  # every replica has the same layout and KV capacity
+                check_memory(scenario, self.memory, self.adapters, kv)
             store = AdapterStore(
                 self.env, specs, eng.max_loras, eng.cpu_loras, links["disk_to_cpu"], links["cpu_to_gpu"],
                 scenario.eviction.build(), scenario.eviction.build(), self.recorder, pinned=scenario.eviction.pinned,

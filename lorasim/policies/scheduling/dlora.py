@@ -11,6 +11,7 @@ from pydantic import Field
 from lorasim._model import MAX_TIME_S, InputModel
 from lorasim.engine.sequence import Seq
 from lorasim.policies.base import SCHEDULERS, Admit, PlanBuilder, ReplicaView, Scheduler, StepPlan
+from lorasim.policies.scheduling.vllm import admit_skip
 
 
 class DLoraParams(InputModel):
@@ -87,16 +88,7 @@ class DLoraScheduler(Scheduler):
 
     def admit_waiting(self, view: ReplicaView, b: PlanBuilder, now_s: float) -> None:
         if self.merged is None:  # unmerged: vLLM's FCFS with skip
-            full = len(b.adapters) >= b.max_loras
-            for seq in view.waiting:
-                a = seq.adapter
-                if full and a is not None and a not in b.adapters:
-                    continue
-                r = b.try_admit(seq)
-                if r is Admit.OK:
-                    full = len(b.adapters) >= b.max_loras
-                elif r is not Admit.ADAPTER_CAP:
-                    break
+            admit_skip(view, b)
             return
         index = view.waiting_by_adapter
         queue = index.get(self.merged, ()) if index is not None else [s for s in view.waiting

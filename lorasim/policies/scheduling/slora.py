@@ -87,6 +87,7 @@ class SLoraScheduler(Scheduler):
                        for s in view.running))
         units = view.adapter_units
         adapters = {s.adapter for s in view.running if s.adapter is not None}  # they decode together next
+        held = sum(units[x] for x in adapters) if units is not None else 0  # those adapters' blocks (unified)
         capacity = view.kv_total_blocks * bs
         admitted = 0
         for seq in view.waiting:
@@ -97,9 +98,8 @@ class SLoraScheduler(Scheduler):
             if new_adapter and len(adapters) >= view.limits.max_loras:
                 break  # the merged batch would exceed the per-step adapter cap
             insort(lens, (-(seq.max_output_tokens - seq.num_output_tokens - 1), seq.num_tokens + 1))
-            adapter_tokens = 0
-            if units is not None:
-                adapter_tokens = (sum(units[x] for x in adapters) + (units[a] if new_adapter else 0)) * bs
+            extra = units[a] if units is not None and new_adapter else 0
+            adapter_tokens = (held + extra) * bs
             alone = len(lens) == 1  # a request that fits the cache alone is never refused (the engine aborts others)
             if not alone and worst_case_tokens(lens) + len(lens) * (bs - 1) > capacity - adapter_tokens:
                 break
@@ -107,6 +107,7 @@ class SLoraScheduler(Scheduler):
                 break
             if new_adapter:
                 adapters.add(a)
+                held += extra
             admitted += 1
         return admitted > 0
 

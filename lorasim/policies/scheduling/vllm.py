@@ -20,24 +20,29 @@ class VllmScheduler(Scheduler):
     rule = "FCFS; skip a request whose adapter would exceed max_loras (it keeps its place); budget/seqs/KV stop the scan"
 
     def admit_waiting(self, view: ReplicaView, b: PlanBuilder, now_s: float) -> None:
-        adapters, cap = b.adapters, b.max_loras
-        index = view.waiting_by_adapter
-        full = len(adapters) >= cap
-        if full and index is not None:
-            admit_eligible(b, index, after_qpos=None)
-            return
-        for seq in view.waiting:
-            a = seq.adapter
-            if full and a is not None and a not in adapters:
-                continue  # skip: the fast path of try_admit's ADAPTER_CAP
-            r = b.try_admit(seq)
-            if r is Admit.OK:
-                full = len(adapters) >= cap
-                if full and index is not None:
-                    admit_eligible(b, index, after_qpos=seq._qpos)
-                    return
-            elif r is not Admit.ADAPTER_CAP:
-                break
+        admit_skip(view, b)
+
+
+def admit_skip(view: ReplicaView, b: PlanBuilder) -> None:
+    """vLLM V1's admission scan (see :class:`VllmScheduler`); other policies reuse it for their FCFS phases."""
+    adapters, cap = b.adapters, b.max_loras
+    index = view.waiting_by_adapter
+    full = len(adapters) >= cap
+    if full and index is not None:
+        admit_eligible(b, index, after_qpos=None)
+        return
+    for seq in view.waiting:
+        a = seq.adapter
+        if full and a is not None and a not in adapters:
+            continue  # skip: the fast path of try_admit's ADAPTER_CAP
+        r = b.try_admit(seq)
+        if r is Admit.OK:
+            full = len(adapters) >= cap
+            if full and index is not None:
+                admit_eligible(b, index, after_qpos=seq._qpos)
+                return
+        elif r is not Admit.ADAPTER_CAP:
+            break
 
 
 def admit_eligible(b: PlanBuilder, index, after_qpos: int | None) -> None:
