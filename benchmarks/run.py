@@ -12,6 +12,9 @@ one JSON object per case: ``case``, ``wall_s`` (the simulation, scenario buildin
   data directory).
 - ``synthetic-1m``: one million synthetic requests over 1,000 adapters on one replica, ``output.records: requests``.
 - ``synthetic-1m-8-replicas``: the same over 8 replicas (least-outstanding routing) at 8 times the rate.
+- ``overloaded-client``: 600 req/s for an hour (about 2.1 M requests) through the benchmark client's 28,232 ports
+  to one replica that serves about 15 req/s: most requests are refused at once, as in ``lorasim validate``'s heaviest
+  replays.
 - ``scale-1e4``, ``scale-1e5``, ``scale-1e6``: the synthetic case at 10^4, 10^5 and 10^6 requests (per-request cost
   should stay flat).
 
@@ -47,6 +50,12 @@ CASES = {
     "synthetic-1m-8-replicas": {"scenario": None, "overrides": [
         *SYNTHETIC, "workload.num_requests=1000000", "workload.arrivals={kind: poisson, rate: 40.0}",
         "cluster.replicas=8", "cluster.router.name=least-outstanding"]},
+    # an overloaded benchmark replay: 600 req/s offered for 3,600 s to a replica serving ~15, through the benchmark
+    # client's 28,232 ports (TIME_WAIT 60 s): about 2.1 M offered, most refused at once, as in the heaviest runs of
+    # `lorasim validate`
+    "overloaded-client": {"scenario": None, "overrides": [
+        *SYNTHETIC, "workload.arrivals={kind: poisson, rate: 600.0}", "workload.duration_s=3600",
+        "client.max_connections=28232", "client.time_wait_s=60", "horizon_s=3600"]},
     "scale-1e4": {"scenario": None, "overrides": [*SYNTHETIC, "workload.num_requests=10000"]},
     "scale-1e5": {"scenario": None, "overrides": [*SYNTHETIC, "workload.num_requests=100000"]},
     "scale-1e6": {"scenario": None, "overrides": [*SYNTHETIC, "workload.num_requests=1000000"]},

@@ -90,6 +90,7 @@ def build_scenario(row: dict) -> dict:
                    "max_num_seqs": _int_or(row["max_num_seqs"], 256),
                    "max_num_batched_tokens": _int_or(row["max_num_batched_tokens"], 2048)},
         "metrics": {"starvation_threshold_s": None},  # not a benchmark metric; its per-step check costs time
+        "output": {"records": "requests"},  # the window metrics need the requests only, not a row per step
         "client": BENCHMARK_CLIENT,
     }
 

@@ -7,6 +7,8 @@ import math
 from bisect import bisect_right
 from collections.abc import Sequence
 
+import numpy as np
+
 from lorasim.engine.sequence import Seq
 
 
@@ -18,7 +20,8 @@ class ArrivalFeed:
     arrival; a million queued arrivals then cost a million list appends, not a million events.
 
     Args:
-        seqs: the sequences, sorted by ``due_s``.
+        seqs: the sequences, sorted by ``due_s`` (a list, or a :class:`~lorasim.engine.seqtable.SeqTable` whose
+            sequences are created only as they are handed out).
         due_s: when each reaches the scheduler (arrival time plus the per-request overhead), seconds, non-decreasing,
             same length as ``seqs``.
 
@@ -26,33 +29,39 @@ class ArrivalFeed:
         ValueError: lengths differ or the times decrease.
     """
 
-    __slots__ = ("_seqs", "_due", "_next")
+    __slots__ = ("seqs", "due", "_next")
 
     def __init__(self, seqs: Sequence[Seq], due_s: Sequence[float]):
         if len(seqs) != len(due_s):
             raise ValueError(f"{len(seqs)} sequences but {len(due_s)} due times")
-        if any(b < a for a, b in zip(due_s, due_s[1:])):
+        due = np.asarray(due_s, dtype=float)
+        if (np.diff(due) < 0).any():
             raise ValueError("due times must be non-decreasing")
-        self._seqs = list(seqs)
-        self._due = [float(t) for t in due_s]
+        self.seqs = seqs if hasattr(seqs, "reject") else list(seqs)
+        self.due: list[float] = due.tolist()
         self._next = 0
 
     @property
     def exhausted(self) -> bool:
         """Every sequence has been handed out."""
-        return self._next >= len(self._seqs)
+        return self._next >= len(self.due)
 
     @property
     def next_due_s(self) -> float:
         """Due time of the next sequence, or ``inf`` when exhausted."""
-        return self._due[self._next] if self._next < len(self._due) else math.inf
+        return self.due[self._next] if self._next < len(self.due) else math.inf
+
+    def pop_range(self, now_s: float) -> tuple[int, int]:
+        """Hand out the positions ``i..j-1`` of every sequence due at or before ``now_s`` (``due[k]`` is each one's
+        due time); the caller takes them from ``seqs``."""
+        i = self._next
+        j = self._next = bisect_right(self.due, now_s, lo=i)
+        return i, j
 
     def pop_due(self, now_s: float) -> list[tuple[Seq, float]]:
         """Hand out every sequence due at or before ``now_s``, in order, each with its due time."""
-        i = self._next
-        j = bisect_right(self._due, now_s, lo=i)
-        self._next = j
-        return list(zip(self._seqs[i:j], self._due[i:j]))
+        i, j = self.pop_range(now_s)
+        return [(self.seqs[k], self.due[k]) for k in range(i, j)]
 
 
 class PushFeed:
@@ -60,6 +69,8 @@ class PushFeed:
     itself; ``exhausted`` once the router has dispatched every request (:meth:`close`)."""
 
     __slots__ = ("exhausted",)
+    seqs: tuple = ()
+    due: tuple = ()
 
     def __init__(self):
         self.exhausted = False
@@ -67,6 +78,9 @@ class PushFeed:
     @property
     def next_due_s(self) -> float:
         return math.inf
+
+    def pop_range(self, now_s: float) -> tuple[int, int]:
+        return 0, 0
 
     def pop_due(self, now_s: float) -> list:
         return []

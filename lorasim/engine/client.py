@@ -10,6 +10,7 @@ failed, not completed).
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 
 
@@ -28,6 +29,11 @@ class ConnectionPool:
         self.time_wait_s = time_wait_s
         self.open = 0
         self._closed: deque[float] = deque()  # close times, non-decreasing, of ports still in TIME_WAIT
+
+    @property
+    def refusal(self) -> str:
+        """The abort reason of a request that found no free port."""
+        return f"client: no free connection ({self.max_connections} ports, in flight or in TIME_WAIT)"
 
     def in_use(self, now_s: float) -> int:
         """Ports in use at ``now_s``: open connections plus those closed within ``time_wait_s`` before it."""
@@ -48,3 +54,19 @@ class ConnectionPool:
         self.open -= 1
         if self.time_wait_s > 0:
             self._closed.append(now_s)
+
+    def refused_until(self, times_s: list[float], first: int, end: int) -> int:
+        """Of requests sent at ``times_s[first:end]`` (non-decreasing), with no connection opened or closed among
+        them, the position of the first that finds a free port (``end`` if none): all before it are refused.
+
+        While every port is taken, the next one frees when the oldest TIME_WAIT ends, so a whole run of arrivals is
+        refused with one bisection instead of one :meth:`try_open` each.
+        """
+        k = first
+        while k < end and self.in_use(times_s[k]) >= self.max_connections:
+            closed = self._closed
+            if not closed:  # every port is held by an open connection: nothing frees before a request finishes
+                return end
+            tw = self.time_wait_s  # the same comparison as in_use: freed at t once closed[0] <= t - tw
+            k = max(k + 1, bisect_left(times_s, closed[0], k, end, key=lambda t: t - tw))
+        return k

@@ -16,6 +16,7 @@ from lorasim.engine.arrivals import ArrivalFeed, CancelFeed
 from lorasim.engine.client import ConnectionPool
 from lorasim.engine.decodes import DecodeGroup
 from lorasim.engine.kvcache import KVCache
+from lorasim.engine.seqtable import SeqTable
 from lorasim.engine.sequence import Seq, SeqStatus
 from lorasim.engine.starvation import StarvationWatch
 from lorasim.engine.waiting import WaitingQueue
@@ -115,6 +116,8 @@ class Replica:
         self._last_step_end_s = -1.0
         self.horizon_s = math.inf if horizon_s is None else horizon_s
         self.client = client
+        # refusals in bulk (SeqTable.reject) unless a recorder subclass wants each abort
+        self._bulk_refusals = type(recorder).on_abort is Recorder.on_abort
         rec_cls = type(recorder)
         plain_recorder = ("on_steady_steps" in rec_cls.__dict__ or (
             rec_cls.on_step_end is Recorder.on_step_end and rec_cls.on_itl is Recorder.on_itl))
@@ -140,11 +143,29 @@ class Replica:
 
     # ---- inputs --------------------------------------------------------------------------------------------
     def take_arrivals(self, now_s: float) -> None:
-        """Queue every request of the feed due by ``now_s`` (each at its own arrival time) and wake the loop."""
-        arrived = self.feed.pop_due(now_s)
-        for seq, t in arrived:
-            self.submit(seq, t)
-        if arrived:
+        """Queue every request of the feed due by ``now_s`` (each at its own arrival time) and wake the loop.
+
+        Requests the client refuses (no free connection) are refused a run at a time, without creating their
+        sequences, where the feed's table allows it and the recorder does not watch single aborts.
+        """
+        feed = self.feed
+        i, j = feed.pop_range(now_s)
+        seqs, due, client = feed.seqs, feed.due, self.client
+        bulk = client is not None and self._bulk_refusals and hasattr(seqs, "reject")
+        k = i
+        while k < j:
+            if bulk:
+                r = client.refused_until(due, k, j)
+                if r > k:
+                    created = seqs.reject(k, r, client.refusal)
+                    self.recorder.on_refused(r - k - len(created), due[r - 1])
+                    for c in created:
+                        self.submit(seqs[c], due[c])  # refused too: the pool is still full
+                    k = r
+                    continue
+            self.submit(seqs[k], due[k])
+            k += 1
+        if j > i:
             if self.overlapped_loads and self.waiting:
                 self._prefetch(self.scheduler.prefetch_order(self._view()))
             self.wake()
@@ -170,8 +191,7 @@ class Replica:
         client has no free connection."""
         client = self.client
         if client is not None and not client.try_open(arrival_s):
-            seq.abort_reason = (f"client: no free connection ({client.max_connections} ports, in flight or in "
-                                f"TIME_WAIT)")
+            seq.abort_reason = client.refusal
             seq.status = SeqStatus.ABORTED
             seq.finish_time_s = arrival_s
             self.recorder.on_abort(seq, arrival_s)
@@ -200,19 +220,20 @@ class Replica:
         if not self._wakeup.triggered:
             self._wakeup.succeed()
 
-    def mark_unservable(self, seqs: list[Seq], total_tokens: np.ndarray) -> None:
-        """Give every sequence that can never be served an ``abort_reason`` (it is aborted when it arrives).
+    def mark_unservable(self, seqs: SeqTable) -> None:
+        """Give every sequence that can never be served an ``abort_reason`` (it is aborted when it arrives); only
+        those sequences are created.
 
         Args:
             seqs: the workload's sequences.
-            total_tokens: prompt + output tokens of each, shape ``(len(seqs),)``.
         """
         kv, lim = self.kv, self.limits
+        total_tokens = seqs.prompt_tokens + seqs.output_tokens
         blocks = -(-total_tokens // kv.block_size)
         if self.store.shares_kv:  # unified memory: the request's adapter takes blocks of the same pool
             units = self.store.units
-            blocks = blocks + np.fromiter((units.get(s.adapter, 0) if s.adapter is not None else 0 for s in seqs),
-                                          np.int64, len(seqs))
+            per_index = np.array([units.get(a, 0) for a in seqs.adapter_names] + [0], dtype=np.int64)  # -1: base
+            blocks = blocks + per_index[seqs.adapter_index]
         too_big = blocks > kv.total_blocks
         if not lim.enable_chunked_prefill:
             too_big |= total_tokens > lim.max_num_batched_tokens

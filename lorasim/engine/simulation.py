@@ -17,7 +17,7 @@ from lorasim.engine.client import ConnectionPool
 from lorasim.engine.kvcache import KVCache
 from lorasim.engine.link import Link
 from lorasim.engine.replica import Replica
-from lorasim.engine.sequence import Seq, SeqStatus
+from lorasim.engine.seqtable import SeqTable
 from lorasim.engine.starvation import StarvationWatch
 from lorasim.errors import ConfigError, PolicyError
 from lorasim.metrics.recorder import Recorder
@@ -27,7 +27,7 @@ from lorasim.perf.profile import Profile, load_profile
 from lorasim.perf.shapes import ALL_TARGET_MODULES, MODEL_SHAPES, ModelShape
 from lorasim.policies.base import AdapterMemory, MemoryLayout, SchedulerLimits
 from lorasim.rng import RngStreams
-from lorasim.workload import AdapterSpec, Request, build_adapters, build_request_arrays
+from lorasim.workload import AdapterSpec, build_adapters, build_request_arrays
 
 
 def resolve_shape(scenario: Scenario, profile: Profile) -> ModelShape:
@@ -148,9 +148,9 @@ class Simulation:
         check_pinned(scenario, self.adapters)
         arrays = build_request_arrays(scenario.workload, self.adapters, self.rngs, data_dir)
         self.notes: tuple[str, ...] = tuple(n for n in arrays.notes if n)
-        self.requests: list[Request] = arrays.to_requests()
         specs = {a.name: a for a in self.adapters}
-        unknown = {r.adapter for r in self.requests if r.adapter is not None and r.adapter not in specs}
+        used = np.unique(arrays.adapter_index[arrays.adapter_index >= 0]).tolist()
+        unknown = {arrays.adapter_names[i] for i in used} - set(specs)
         if unknown:
             raise ConfigError(f"workload: requests name adapters not defined under adapters: {sorted(unknown)[:5]}")
         self.lora_enabled = eng.enable_lora if eng.enable_lora is not None else bool(self.adapters)
@@ -182,12 +182,16 @@ class Simulation:
         limits = SchedulerLimits(eng.max_num_seqs, eng.max_num_batched_tokens, eng.max_loras,
                                  eng.enable_chunked_prefill, eng.block_size)
         max_len = eng.max_model_len
-        self.seqs = [Seq(req=r, adapter=r.adapter, num_prompt_tokens=r.prompt_tokens,
-                         max_output_tokens=r.output_tokens) for r in self.requests]
+        cl = scenario.cluster
+        n = cl.replicas
+        # a request's Seq is created when the engine first needs it (-1: not routed yet; stays -1 for requests a
+        # horizon_s cuts off before they arrive)
+        self.seqs = SeqTable(arrays.arrival_s, arrays.prompt_tokens, arrays.output_tokens, arrays.adapter_index,
+                             arrays.adapter_names, default_replica=-1 if n > 1 else 0)
         if max_len is not None:
-            for s in self.seqs:
-                if s.num_prompt_tokens + s.max_output_tokens > max_len:
-                    s.abort_reason = f"prompt+output {s.num_prompt_tokens + s.max_output_tokens} > max_model_len {max_len}"
+            total = arrays.prompt_tokens + arrays.output_tokens
+            for i in np.flatnonzero(total > max_len).tolist():
+                self.seqs[i].abort_reason = f"prompt+output {int(total[i])} > max_model_len {max_len}"
         self.request_overhead_s = (self.profile.request_overhead_s if eng.request_overhead_s is None
                                    else eng.request_overhead_s)
         # a request reaches the scheduler request_overhead_s after it arrives (API server, tokenization)
@@ -196,8 +200,6 @@ class Simulation:
         cancels = self._cancel_feed(arrays.cancel_after_s, due_s)
         client = (None if scenario.client.max_connections is None else
                   ConnectionPool(scenario.client.max_connections, scenario.client.time_wait_s))
-        cl = scenario.cluster
-        n = cl.replicas
         # replicas of one host share its disk and PCIe links: gpus_per_host / tensor-parallel GPUs per replica
         per_host = max(1, cl.gpus_per_host // self.profile.tensor_parallel_size)
         host_links: dict[int, dict[str, Link]] = {}
@@ -228,11 +230,9 @@ class Simulation:
         self.replica = self.replicas[0]
         self.router = None
         if n > 1:
-            for seq in self.seqs:
-                seq.replica = -1  # not routed yet (stays -1 for requests a horizon_s cuts off before they arrive)
             self.router = cl.router.build()
             self.router.bind(n, self.rngs.get("router"))
-        self.replica.mark_unservable(self.seqs, arrays.prompt_tokens + arrays.output_tokens)
+        self.replica.mark_unservable(self.seqs)
         self.adapter_names = tuple(a.name for a in self.adapters)
         # the scenario as run: defaults that depend on other fields made explicit (KV capacity and link costs left
         # unset stay derived from the profile, so that editing max_loras in the resolved file still moves them)
@@ -330,14 +330,13 @@ class Simulation:
             incomplete = True
             self.info.update(incomplete=True, stopped_at_s=float(self.env.now))
             self.recorder.make_consistent()
-        done = (SeqStatus.FINISHED, SeqStatus.ABORTED, SeqStatus.CANCELLED)
-        lost = [s.request_id for s in self.seqs if s.status not in done]
-        if lost and horizon is None and not incomplete:
+        lost = self.seqs.lost() if horizon is None and not incomplete else []
+        if lost:
             raise RuntimeError(f"{len(lost)} requests neither finished, aborted nor cancelled (first: {lost[:5]}); "
                                "this is a bug")
         rec = self.recorder
         return Results(
-            requests=requests_frame(self.seqs, lambda s: s.replica),
+            requests=requests_frame(self.seqs),
             steps=pd.DataFrame(rec.steps),
             adapter_events=pd.DataFrame(rec.events),
             itl_values_s=np.asarray(rec.itl_values_s, dtype=float),

@@ -48,6 +48,11 @@ class Recorder:
     def on_abort(self, seq, now_s: float) -> None:
         self.counters["aborted"] += 1
 
+    def on_refused(self, count: int, now_s: float) -> None:
+        """``count`` requests, due by ``now_s``, were refused by their client (no free connection) without becoming
+        sequences; a recorder that overrides :meth:`on_abort` gets each of them there instead."""
+        self.counters["aborted"] += count
+
     def on_cancel(self, seq, now_s: float) -> None:
         """The request's client cancelled it; the engine applied it at ``now_s`` (between steps)."""
         self.counters["cancelled"] += 1

@@ -7,12 +7,17 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from lorasim.metrics.summary import summarize
+
+if TYPE_CHECKING:
+    from lorasim.engine.seqtable import SeqTable
 
 REQUEST_COLUMNS = (
     "request_id", "replica", "adapter", "arrival_time_s", "prompt_tokens", "output_tokens",
@@ -22,41 +27,62 @@ REQUEST_COLUMNS = (
 )
 
 
-def requests_frame(seqs, replica_of) -> pd.DataFrame:
-    """One row per request from the engine's final sequence states (arrival order)."""
+def requests_frame(seqs: SeqTable) -> pd.DataFrame:
+    """One row per request (arrival order): the workload's columns from the table's arrays, the engine's from each
+    created sequence's final state; a request never created (refused by its client, or never reached) keeps the
+    defaults: no times, aborted with its refusal reason or unfinished."""
     n = len(seqs)
-    arrival = np.fromiter((s.req.arrival_time_s for s in seqs), float, n)
-    first_sched = np.fromiter((s.first_scheduled_time_s for s in seqs), float, n)
-    first_tok = np.fromiter((s.first_token_time_s for s in seqs), float, n)
-    finish = np.fromiter((s.finish_time_s for s in seqs), float, n)
-    aborted = np.fromiter((s.abort_reason != "" for s in seqs), bool, n)
-    cancel_time = np.fromiter((s.cancel_time_s for s in seqs), float, n)
+    idx, made = seqs.created()
+
+    def engine_col(attr: str, dtype, default) -> np.ndarray:
+        out = np.full(n, default, dtype=dtype)
+        if made:
+            out[idx] = np.fromiter(map(attrgetter(attr), made), dtype, len(made))
+        return out
+
+    arrival = seqs.arrival_s
+    first_sched = engine_col("first_scheduled_time_s", float, np.nan)
+    first_tok = engine_col("first_token_time_s", float, np.nan)
+    finish = engine_col("finish_time_s", float, np.nan)
+    cancel_time = engine_col("cancel_time_s", float, np.nan)
+    reasons = np.full(n, "", dtype=object)
+    aborted = np.zeros(n, dtype=bool)
+    for first, end, reason in seqs.rejected:
+        reasons[first:end] = reason
+        aborted[first:end] = True
+    hit_value, hit_missing = np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
+    if made:
+        reasons[idx] = [s.abort_reason for s in made]
+        aborted[idx] = np.fromiter((s.abort_reason != "" for s in made), bool, len(made))
+        hits = [s.adapter_hit for s in made]
+        hit_value[idx] = np.fromiter((h is True for h in hits), bool, len(made))
+        hit_missing[idx] = np.fromiter((h is None for h in hits), bool, len(made))
     cancelled = ~np.isnan(cancel_time)  # by its client (workload cancel_probability); never also aborted
     unfinished = ~aborted & ~cancelled & np.isnan(finish)  # queued or running when the simulation stopped (horizon_s)
-    df = pd.DataFrame({
-        "request_id": np.fromiter((s.req.request_id for s in seqs), np.int64, n),
-        "replica": np.fromiter((replica_of(s) for s in seqs), np.int64, n),
-        "adapter": pd.array([s.adapter for s in seqs], dtype="string"),
-        "arrival_time_s": arrival,
-        "prompt_tokens": np.fromiter((s.num_prompt_tokens for s in seqs), np.int64, n),
-        "output_tokens": np.fromiter((s.max_output_tokens for s in seqs), np.int64, n),
+    adapters = np.array([*seqs.adapter_names, None], dtype=object)[seqs.adapter_index]  # index -1: base model
+    return pd.DataFrame({
+        "request_id": np.arange(n, dtype=np.int64),
+        "replica": engine_col("replica", np.int64, seqs.default_replica),
+        "adapter": pd.array(adapters, dtype="string"),
+        "arrival_time_s": arrival.copy(),
+        "prompt_tokens": seqs.prompt_tokens.copy(),
+        "output_tokens": seqs.output_tokens.copy(),
         "first_scheduled_time_s": first_sched,
         "first_token_time_s": first_tok,
         "finish_time_s": np.where(aborted, np.nan, finish),
         "queue_wait_s": first_sched - arrival,
         "ttft_s": first_tok - arrival,
         "e2el_s": np.where(aborted, np.nan, finish - arrival),
-        "adapter_stall_s": np.fromiter((s.adapter_stall_s for s in seqs), float, n),
-        "adapter_hit": pd.array([s.adapter_hit for s in seqs], dtype="boolean"),
-        "num_preemptions": np.fromiter((s.num_preemptions for s in seqs), np.int64, n),
-        "starved": np.fromiter((s.starved for s in seqs), bool, n),
+        "adapter_stall_s": engine_col("adapter_stall_s", float, 0.0),
+        "adapter_hit": pd.arrays.BooleanArray(hit_value, hit_missing),
+        "num_preemptions": engine_col("num_preemptions", np.int64, 0),
+        "starved": engine_col("starved", bool, False),
         "aborted": aborted,
         "unfinished": unfinished,
-        "abort_reason": pd.array([s.abort_reason for s in seqs], dtype="string"),
+        "abort_reason": pd.array(reasons, dtype="string"),
         "cancelled": cancelled,
         "cancel_time_s": cancel_time,
     })
-    return df
 
 
 def slo_attainment(requests: pd.DataFrame, ttft_slo_s: float | None, tpot_slo_s: float | None,
