@@ -207,15 +207,28 @@ def validate(
                                           "results identical to serial)."),
     max_rate: Optional[float] = typer.Option(None, "--max-rate", help="Leave out runs offered more than this many "
                                              "requests/s (overloaded runs simulate millions of requests)."),
+    dask: Optional[str] = typer.Option(None, "--dask", help="Replay on this Dask distributed scheduler "
+                                       "(tcp://host:8786) instead of local processes."),
 ) -> None:
     """Replay real vLLM runs (per-adapter Poisson, ShareGPT) and compare predicted with measured metrics."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     from lorasim.calibrate.validate import summarize, validate_runs, write_outputs
 
     prepare_out_dir(out)
     if workers is None:
         workers = os.cpu_count() or 1
-    df, skips = validate_runs(runs, data_dir, group=group, model=model, limit=limit, workers=workers,
-                              max_rate=max_rate)
+    with Progress(TextColumn("validate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  TextColumn("{task.description}"), console=Console(stderr=True)) as bar:
+        task = bar.add_task("", total=None)
+
+        def on_run(done: int, total: int, row: dict) -> None:
+            err = row["predicted_total_tok_s"] / row["measured_total_tok_s"] - 1
+            bar.update(task, completed=done, total=total,
+                       description=f"last: {'/'.join(row['run_dir'].split('/')[-2:])} tok/s {err:+.0%}")
+
+        df, skips = validate_runs(runs, data_dir, group=group, model=model, limit=limit, workers=workers,
+                                  max_rate=max_rate, dask_address=dask, on_run=on_run)
     write_outputs(df, out)
     summ = summarize(df)
     for rec in summ.to_dict("records"):

@@ -16,7 +16,6 @@ import itertools
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import pandas as pd
 from lorasim.config.loader import _parse_value, load_scenario
 from lorasim.errors import ConfigError
 from lorasim.metrics.results import _atomic_write
+from lorasim.parallel import run_tasks
 
 MANIFEST = "sweep.json"
 
@@ -205,34 +205,8 @@ def run_point(scenario: str | None, overrides: list[str], data_dir: str | None) 
 
 def _execute(points: list[Point], args: list[tuple], workers: int, dask_address) -> Iterable[tuple[Point, dict]]:
     """Yield ``(point, summary)`` as points finish (any order)."""
-    if not points:
-        return
-    if dask_address is not None:
-        from distributed import Client, as_completed as dask_completed
-
-        if isinstance(dask_address, Client):
-            client = dask_address
-        else:
-            try:
-                client = Client(dask_address, timeout=10)
-            except (OSError, ValueError, TimeoutError) as exc:
-                raise ConfigError(f"--dask {dask_address}: cannot connect to a Dask scheduler ({exc})") from None
-        try:
-            futures = {client.submit(run_point, *a, pure=False): p for p, a in zip(points, args)}
-            for fut in dask_completed(futures):
-                yield futures[fut], fut.result()
-        finally:
-            if client is not dask_address:
-                client.close()
-        return
-    if workers <= 1:
-        for p, a in zip(points, args):
-            yield p, run_point(*a)
-        return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(run_point, *a): p for p, a in zip(points, args)}
-        for fut in as_completed(futures):
-            yield futures[fut], fut.result()
+    for i, summary in run_tasks(run_point, args, workers, dask_address):
+        yield points[i], summary
 
 
 def _atomic_text(path: Path, text: str) -> None:

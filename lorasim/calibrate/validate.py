@@ -18,15 +18,15 @@ still running at its end (the benchmark counts finished requests only; ITL barel
 from __future__ import annotations
 
 import math
-import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from lorasim.errors import DataFileError
+from lorasim.parallel import run_tasks
 from lorasim.paths import resolve_data_dir
 
 RUNS_REL = "vllm-lora-runs/real_runs.csv"
@@ -162,31 +162,29 @@ def select_runs(df: pd.DataFrame, group: str | None = None, model: str | None = 
     return kept, skips
 
 
-def _progress(i: int, n: int, row: dict) -> None:
-    print(f"[{i}/{n}] {row['run_dir']}  tok/s meas {row['measured_total_tok_s']:.1f} "
-          f"pred {row['predicted_total_tok_s']:.1f}  ({row['wall_s']:.1f} s)", file=sys.stderr, flush=True)
-
-
 def validate_runs(runs_path: str | Path | None = None, data_dir: str | Path | None = None, group: str | None = None,
                   model: str | None = None, limit: int | None = None, workers: int = 1, max_rate: float | None = None,
-                  progress: bool = True) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Replay the selected runs; return (one row per run sorted by run_dir, skip counts by reason)."""
+                  dask_address=None, on_run: Callable[[int, int, dict], None] | None = None,
+                  ) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Replay the selected runs; return (one row per run sorted by run_dir, skip counts by reason).
+
+    Args:
+        workers: local worker processes (1: in this process); results are identical either way.
+        dask_address: a Dask distributed scheduler address or ``distributed.Client``; replaces ``workers``.
+        on_run: called after each replay with ``(done, total, row)`` (progress display).
+
+    Raises:
+        DataFileError: the runs file (or, for the holdout, the published twin's file) is missing or malformed.
+        ConfigError: no Dask scheduler answers at ``dask_address``.
+    """
     ddir = resolve_data_dir(data_dir)
     runs_path = Path(runs_path) if runs_path is not None else ddir / RUNS_REL
     runs, skips = select_runs(load_runs(runs_path), group, model, limit, max_rate)
     rows: list[dict] = []
-    if workers <= 1 or len(runs) <= 1:
-        for i, r in enumerate(runs, 1):
-            rows.append(replay_run(r, str(ddir)))
-            if progress:
-                _progress(i, len(runs), rows[-1])
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futs = [pool.submit(replay_run, r, str(ddir)) for r in runs]
-            for i, f in enumerate(as_completed(futs), 1):
-                rows.append(f.result())
-                if progress:
-                    _progress(i, len(runs), rows[-1])
+    for _, row in run_tasks(replay_run, [(r, str(ddir)) for r in runs], workers, dask_address):
+        rows.append(row)
+        if on_run is not None:
+            on_run(len(rows), len(runs), row)
     cols = ["run_dir", "model", "group", "max_loras", "n_adapters", "aggregate_rate_rps"]
     cols += [f"{p}_{m}" for m in METRICS for p in ("measured", "predicted")] + ["wall_s"]
     out = pd.DataFrame(rows, columns=cols).sort_values("run_dir", kind="stable").reset_index(drop=True)

@@ -8,8 +8,9 @@ from collections import defaultdict
 class Recorder:
     """Collects per-step, per-adapter-event and inter-token-latency records.
 
-    Per-request records are not appended here: every request's state lives in its engine ``Seq`` and the results
-    table is built from those once, at the end. ITL samples are stored as ``(value_s, count)`` pairs: all sequences
+    Per-request records are not appended here: every request's state lives in its engine ``Seq`` (created only when
+    the engine first needs it, see :class:`~lorasim.engine.seqtable.SeqTable`) and the results table is built from
+    those and the workload's arrays once, at the end. ITL samples are stored as ``(value_s, count)`` pairs: all sequences
     that decoded in two consecutive steps share one inter-token latency (the time between the two step ends), so a
     step contributes one pair, not one sample per token.
     """

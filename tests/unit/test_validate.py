@@ -86,6 +86,12 @@ def test_cli_outputs_and_determinism(tmp_path, capsys):
     assert (df.predicted_req_throughput_rps <= df.aggregate_rate_rps * 1.6).all()
     assert (tmp_path / "s" / "predicted_vs_measured.png").stat().st_size > 0
 
-    par, skips = validate_runs(FIXTURE, DATA_DIR, workers=2, progress=False)
-    assert skips == {"arrival_process not per-adapter Poisson": 1}
+    seen = []
+    par, skips = validate_runs(FIXTURE, DATA_DIR, workers=2, on_run=lambda done, total, row: seen.append((done, total)))
+    assert skips == {"arrival_process not per-adapter Poisson": 1} and seen == [(1, 2), (2, 2)]
     pd.testing.assert_frame_equal(df.drop(columns="wall_s"), par.drop(columns="wall_s"), check_dtype=False)
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, processes=False, dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        on_dask, _ = validate_runs(FIXTURE, DATA_DIR, dask_address=client)
+    pd.testing.assert_frame_equal(par.drop(columns="wall_s"), on_dask.drop(columns="wall_s"))
