@@ -150,7 +150,8 @@ class Planner:
             return self._simulate(sc)
         import lorasim
 
-        return lorasim.simulate(sc, data_dir=self.data_dir).summary
+        lean = sc.model_copy(update={"output": sc.output.model_copy(update={"records": "requests"})})  # same summary
+        return lorasim.simulate(lean, data_dir=self.data_dir).summary
 
     def trial(self, extra: list[str], rate_factor: float = 1.0, label: dict | None = None) -> Trial:
         summaries = []

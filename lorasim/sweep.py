@@ -196,10 +196,12 @@ class Sweep:
 
 
 def run_point(scenario: str | None, overrides: list[str], data_dir: str | None) -> dict:
-    """Simulate one point and return its summary (top level: picklable for worker processes and Dask)."""
+    """Simulate one point and return its summary (top level: picklable for worker processes and Dask). Only the
+    summary is kept, so the point keeps no per-step table (``output.records: requests``; same summary)."""
     import lorasim
 
-    res = lorasim.simulate(lorasim.load_scenario(scenario, overrides=overrides), data_dir=data_dir)
+    sc = lorasim.load_scenario(scenario, overrides=[*overrides, "output.records=requests"])
+    res = lorasim.simulate(sc, data_dir=data_dir)
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in res.summary.items()}
 
 

@@ -117,6 +117,5 @@ class DecodeGroup:
             nxt_step = self.step + self.block_size
             nxt = self._block_due.setdefault(nxt_step, {})
             nxt.update(due)
-            for key in due:
-                self._due_step[key] = nxt_step
+            self._due_step.update(dict.fromkeys(due, nxt_step))
         self.step += 1

@@ -191,9 +191,17 @@ class PlanBuilder:
         self.adapters: dict[str, None] = {}  # ordered set of the step's adapters
         self.stats = BatchStats()
         self.plan = StepPlan(stats=self.stats, num_new_blocks=0, adapter_order=[])
-        self._running = list(view.running)  # the running list as it stands after planned preemptions
+        self._running = view.running  # the running list as it stands after planned preemptions (copied on write)
+        self._running_owned = False
         self.num_running = len(self._running)
         self._kv_join_cost = view.kv_join_cost
+
+    def _own_running(self) -> list[Seq]:
+        """The running list, copied the first time the plan changes it (the view's list belongs to the replica)."""
+        if not self._running_owned:
+            self._running = list(self._running)
+            self._running_owned = True
+        return self._running
 
     def adapter_kv_blocks(self, adapter: str | None) -> int:
         """KV blocks the step takes for ``adapter`` if it joins now (0 when it is already in the step, is the base
@@ -221,7 +229,7 @@ class PlanBuilder:
         if self.view.decodes is not None and self.view.decodes.num and self._schedule_decodes_in_bulk():
             return
         i = 0
-        running = self._running
+        running = self._own_running()
         bs = self.block_size
         while i < len(running) and self.token_budget > 0:
             seq = running[i]
@@ -257,7 +265,7 @@ class PlanBuilder:
         g = self.view.decodes
         running = self._running
         tail = running[g.num:]
-        if g.num > self.token_budget or any(s._since >= 0 for s in tail):
+        if g.num > self.token_budget or (tail and any(s._since >= 0 for s in tail)):
             return False
         bs, free = self.block_size, self.free_blocks
         due = g.blocks_due()
@@ -295,6 +303,7 @@ class PlanBuilder:
         if keep < len(running):
             victims = running[keep:][::-1]  # in the order the loop would pick them: the last one first
             plan.preempted.extend(victims)
+            running = self._own_running()
             del running[keep:]
             self.num_running -= len(victims)
             self.free_blocks += held
