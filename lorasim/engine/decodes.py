@@ -28,6 +28,7 @@ class DecodeGroup:
         num_lora: members that use an adapter.
         adapters: adapter -> number of members using it (insertion-ordered).
         stall_s: cumulative adapter-load wait of the steps run by the group (members' stall = difference).
+        version: counts joins and removals (equal versions: same members).
     """
 
     def __init__(self, block_size: int):
@@ -38,6 +39,7 @@ class DecodeGroup:
         self.num_lora = 0
         self.adapters: Counter[str] = Counter()
         self.stall_s = 0.0
+        self.version = 0
         self._block_due: dict[int, dict[int, Seq]] = {}  # step -> {id(seq): seq} needing a new block in it
         self._finish_due: dict[int, dict[int, Seq]] = {}  # step -> {id(seq): seq} producing their last token in it
         self._due_step: dict[int, int] = {}  # id(seq) -> its key in _block_due
@@ -58,6 +60,7 @@ class DecodeGroup:
         assert seq._since < 0 and g >= 1 and c == seq.num_prompt_tokens + g - 1 and g < seq.max_output_tokens
         seq._since = step
         seq._group = self
+        self.version += 1
         self.num += 1
         self.ctx_sum += c
         if seq.adapter is not None:
@@ -87,6 +90,7 @@ class DecodeGroup:
         seq.adapter_stall_s += self.stall_s - self._stall_base.pop(key)
         seq._since = -1
         seq._group = None
+        self.version += 1
         seq._c, seq._g, seq._nb = c, g, -(-c // self.block_size)
         self.num -= 1
         self.ctx_sum -= c

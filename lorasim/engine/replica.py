@@ -114,6 +114,7 @@ class Replica:
         self.cancels = cancels
         self._wakeup = env.event()
         self._last_step_end_s = -1.0
+        self._batch_sig: tuple | None = None  # the previous step's batch (see run: LoRA mapping rebuilt when it changes)
         self.horizon_s = math.inf if horizon_s is None else horizon_s
         self.client = client
         # refusals in bulk (SeqTable.reject) unless a recorder subclass wants each abort
@@ -306,6 +307,10 @@ class Replica:
                 yield from self.store.ensure(missing, set(adapters))
             load_wait = env.now - start
             self.store.touch(adapters, env.now)
+            # the batch as vLLM's LoRA mapping sees it: the steady decoders (by membership) and each listed (seq, n)
+            sig = (self.decodes.version if plan.bulk_decode else -1, [(id(q), n) for q, n in plan.scheduled])
+            stats.batch_changed = sig != self._batch_sig
+            self._batch_sig = sig
             step_s = self.perf.step_time_s(stats if plan.merged is None else merged_cost(stats)) + plan.extra_time_s
             yield env.timeout(step_s)
             completed = self._completed

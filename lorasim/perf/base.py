@@ -23,6 +23,8 @@ class BatchStats:
         prefill_attention_work: sum over prefill chunks of ``chunk * (context_before + chunk)`` (token pairs).
         num_lora_tokens: tokens (prefill + decode) of sequences that use an adapter.
         num_distinct_adapters: distinct adapters among the step's sequences (base model not counted).
+        batch_changed: the step's batch differs from the previous step's (a request joined, left, or changed its
+            number of tokens); vLLM then rebuilds its LoRA token mapping. False for a repeat of the previous batch.
     """
 
     num_prefill_tokens: int = 0
@@ -32,6 +34,7 @@ class BatchStats:
     prefill_attention_work: int = 0
     num_lora_tokens: int = 0
     num_distinct_adapters: int = 0
+    batch_changed: bool = False
 
     @property
     def num_tokens(self) -> int:

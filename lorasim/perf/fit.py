@@ -21,10 +21,10 @@ import pandas as pd
 from lorasim.errors import DataFileError, LorasimError
 from lorasim.paths import resolve_data_dir
 from lorasim.perf import _vidur as vd
-from lorasim.perf._fit_vllm import adapter_bytes, fit_link, fit_memory, fit_step_time
-from lorasim.perf._regress import sha256, sig_all
+from lorasim.perf._fit_vllm import COEF_NAMES, adapter_bytes, fit_link, fit_memory, fit_step_time
+from lorasim.perf._regress import held_out, sha256, sig_all
 from lorasim.perf._replay import simulate
-from lorasim.perf._vllm_runs import build_rows
+from lorasim.perf._vllm_runs import FEATURES, build_rows
 from lorasim.perf.base import BatchStats
 from lorasim.perf.profile import Profile
 from lorasim.perf.shapes import ALL_TARGET_MODULES, MODEL_SHAPES, ModelShape
@@ -68,6 +68,10 @@ VLLM_ASSUMPTIONS = [
     "divided by the H100/A100 GEMM speed-up measured in Vidur's Llama-2-7B profiles.",
     "Adapter bytes for the link fits assume all 7 target modules (q,k,v,o,gate,up,down), as the engine does when "
     "adapters name none; a simulation must use the same convention for the fitted bandwidths to hold.",
+    "lora_batch_change_ms is a paired difference of residuals, not a regression term: within each LoRA decode "
+    "benchmark (1-token prompts, max_loras 300, rank 8), steps whose batch changed minus steps that repeat the "
+    "previous batch; per-run values scatter by about 2-3 ms around it and its dependence on max_loras, rank and "
+    "batch size is not identified (a constant is assumed). Base-model servers show about none.",
     "CPU->GPU bandwidth is capped at 64 GB/s (PCIe 5.0 x16): load times barely change from rank 8 to 32, so the "
     "unconstrained slope implies an impossible bandwidth; the overhead is then refitted.",
 ]
@@ -101,6 +105,52 @@ def fit_request_overhead_s(runs: pd.DataFrame, run_model: str) -> float:
     return round(float(diff.median()) / 1000.0, 6) if len(diff) else 0.0
 
 
+MIN_PAIRED_STEPS = 10
+"""Fewest changed and unchanged steps a run needs to give a paired batch-change difference."""
+
+
+def fit_batch_change_ms(rows, coef: dict, runs: pd.DataFrame, test_runs: set[str]) -> tuple[float, dict]:
+    """``lora_batch_change_ms``: extra time of a LoRA step whose batch differs from the previous step's.
+
+    Measured on the replayed per-step rows of the decode benchmarks (1-token prompts: a join or a finish changes the
+    batch by one sequence, so the compute barely moves), as a paired difference within each run of the fitted
+    model's residuals (observed - predicted ms, which removes the batch-size effect): median residual of the steps
+    whose sequence count changed or that hold a prefill, minus median residual of the steps that repeat the previous
+    batch (steps with more than 20 sequences). The value is the median over the LoRA runs not in ``test_runs``; the
+    same difference on base-model servers is reported as a control (~0: the cost is vLLM rebuilding its LoRA token
+    mapping).
+
+    Returns:
+        (value in ms, named checks: run counts, spread, held-out error, the base-model control).
+    """
+    meta, x = rows.frame()
+    f = {name: i for i, name in enumerate(FEATURES)}
+    resid = meta.obs_ms.to_numpy() - x @ np.array([coef[k] for k in COEF_NAMES])
+    n_seqs = x[:, f["decode_seqs"]] + x[:, f["prefill_seqs"]]
+    has_prefill = x[:, f["prefill_tokens"]] > 0
+    one_token = set(runs.run_dir[runs.synthetic_input_len == 1])
+    lora, base = {}, {}
+    per_step = meta.dataset.str.endswith("steps").to_numpy()
+    for run, idx in meta[per_step & meta.run.isin(one_token).to_numpy()].groupby("run", sort=True).groups.items():
+        i = np.asarray(idx)
+        n, r = n_seqs[i], resid[i]
+        changed = np.r_[True, n[1:] != n[:-1]] | has_prefill[i]
+        ok = n > 20
+        if (changed & ok).sum() >= MIN_PAIRED_STEPS and (~changed & ok).sum() >= MIN_PAIRED_STEPS:
+            d = float(np.median(r[changed & ok]) - np.median(r[~changed & ok]))
+            (lora if x[i[0], f["lora_steps"]] > 0 else base)[run] = d
+    train = [v for k, v in lora.items() if k not in test_runs]
+    test = [v for k, v in lora.items() if k in test_runs]
+    value = max(0.0, float(np.median(train))) if train else 0.0
+    nan = float("nan")
+    report = {"batch_change_train_runs": float(len(train)), "batch_change_test_runs": float(len(test)),
+              "batch_change_train_spread_ms": float(np.std(train)) if train else nan,
+              "batch_change_test_median_abs_err_ms": float(np.median([abs(v - value) for v in test])) if test else nan,
+              "batch_change_base_model_control_ms": float(np.median(list(base.values()))) if base else nan,
+              "batch_change_base_model_control_runs": float(len(base))}
+    return value, report
+
+
 def fit_vllm_profiles(data_dir: Path, generated: str, vidur_ctx: dict) -> list[dict]:
     runs = pd.read_csv(data_dir / FILES["runs"])
     steps = pd.read_csv(data_dir / FILES["steps"])
@@ -120,6 +170,8 @@ def fit_vllm_profiles(data_dir: Path, generated: str, vidur_ctx: dict) -> list[d
                          "Llama-3.1-8B's value x the ratio of per-token linear-layer FLOPs (6.53e9/6.98e9).")
         coef, stats, n_stalls = fit_step_time(rows, fixed)
         llama_prefill = llama_prefill or coef["prefill_token_ms"]
+        coef["lora_batch_change_ms"], change_report = fit_batch_change_ms(
+            rows, coef, runs, held_out(rows.run, rows.group))
         ev = loads[loads.model == run_model]
         links = {name: fit_link(ev[ev.source == src], shape, PCIE5_X16_BYTES_PER_S)
                  for name, src in (("disk_to_cpu", "disk"), ("cpu_to_gpu", "memory"))}
@@ -162,7 +214,7 @@ def fit_vllm_profiles(data_dir: Path, generated: str, vidur_ctx: dict) -> list[d
             "memory": mem,
             "fit": {"method": "two-stage non-negative least squares on relative error, runs equally weighted; "
                               "every 5th run of each (model, experiment) group held out",
-                    "datasets": stats | {"kv_capacity": mem_stats}, "checks": checks},
+                    "datasets": stats | {"kv_capacity": mem_stats}, "checks": checks | change_report},
         }
         if model == "qwen-2.5-7b":
             profile["fit"]["checks"] |= _max_loras_check(runs, rows, coef)
@@ -174,7 +226,7 @@ def _max_loras_check(runs: pd.DataFrame, rows, coef: dict) -> dict:
     """Predicted vs observed step-time ratio for max_loras 400 vs 300 on the Qwen 50/50 max-batch benchmark."""
     meta, x = rows.frame()
     sel = meta.run.str.endswith("find_max_batch_small/_300_8__50_50").to_numpy()
-    c = np.array(list(coef.values()))
+    c = np.array([coef[k] for k in COEF_NAMES])  # the regression's terms (not the paired batch-change term)
     x400 = x[sel].copy()
     x400[:, [7, 8, 11, 13]] *= 400 / 300  # every feature proportional to max_loras
     r = runs.set_index(runs.run_dir.str.split("/").str[-3:].str.join("/")).mean_tpot_ms
@@ -203,7 +255,8 @@ def fit_vidur_profiles(data_dir: Path, generated: str, ctx: dict, llama31: dict)
         coef = dict(zip(names, (float(v) for v in base)))
         r_tok = coef["prefill_token_ms"] / ls["prefill_token_ms"] * adapter_ratio
         r_step = (coef["base_ms"] + coef["decode_seq_ms"]) / (ls["base_ms"] + ls["decode_seq_ms"])
-        for k in ("lora_base_ms", "lora_slot_ms", "lora_slot_rank_ms", "lora_active_ms", "lora_adapter_ms"):
+        for k in ("lora_base_ms", "lora_slot_ms", "lora_slot_rank_ms", "lora_active_ms", "lora_adapter_ms",
+                  "lora_batch_change_ms"):
             coef[k] = ls[k] * r_step
         for k in ("lora_token_rank_ms", "lora_token_slot_ms", "lora_prefill_token_slot_ms"):
             coef[k] = ls[k] * r_tok

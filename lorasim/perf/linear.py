@@ -19,6 +19,7 @@ returns seconds. The form, term by term (``n_*`` from :class:`~lorasim.perf.base
             + lora_token_slot_ms * num_tokens * max_loras    # launch grid spans all tokens x all slots
             + lora_adapter_ms    * num_distinct_adapters     # per adapter segment (its weights are read)
             + lora_prefill_token_slot_ms * num_prefill_tokens * max_loras  # prefill-heavy LoRA steps cost more
+            + lora_batch_change_ms   if the batch differs from the previous step's (vLLM rebuilds the LoRA mapping)
 
 The LoRA token terms use **all** tokens of a LoRA-active step, not only ``num_lora_tokens``: vLLM's V1 Triton LoRA
 kernels size their launch grid by the whole batch (``cdiv(num_tokens, BLOCK_M)`` x slots) and are skipped only when
@@ -26,6 +27,11 @@ no token uses an adapter. The per-slot terms reflect that grid (``max_loras`` sl
 ``lora_prefill_token_slot_ms`` is there because prefill-heavy LoRA steps cost more than the all-token terms predict
 (without it, 600-2,048-token LoRA steps are under-predicted by 15-31%); it scales with ``max_loras`` because the
 max_loras-1 runs show no such cost and max_loras 400 vs 300 slows the same benchmark by 16.5%.
+``lora_batch_change_ms`` is what a LoRA step costs when its batch is not the previous step's: vLLM's
+``set_adapter_mapping`` rebuilds the punica token mapping and kernel metadata only when the mapping changed. In the
+calibration benchmarks (closed loop, all requests sent at once) few steps change batch; in open-loop serving almost
+every step does. It is measured within each run, changed against unchanged steps (:func:`lorasim.perf.fit.
+fit_batch_change_ms`); base-model servers show no such difference.
 See ``lorasim/perf/fit.py`` for the data each term is fitted on.
 """
 
@@ -58,6 +64,7 @@ class LinearStepTimeModel:
         lora_token_ms: ms per token of a LoRA-active step (``rank`` and ``slot`` terms folded in).
         lora_prefill_token_ms: extra ms per prefill token of a LoRA-active step (``slot`` term folded in).
         lora_adapter_ms: ms per distinct adapter in the step.
+        lora_batch_change_ms: extra ms of a LoRA-active step whose batch changed (``BatchStats.batch_changed``).
         min_step_s: floor of the returned duration, seconds.
     """
 
@@ -72,6 +79,7 @@ class LinearStepTimeModel:
     lora_token_ms: float = 0.0
     lora_prefill_token_ms: float = 0.0
     lora_adapter_ms: float = 0.0
+    lora_batch_change_ms: float = 0.0
     min_step_s: float = MIN_STEP_S
 
     def step_time_ms_unclamped(self, batch: BatchStats) -> float:
@@ -87,6 +95,8 @@ class LinearStepTimeModel:
             ms += (self.lora_active_ms + self.lora_token_ms * batch.num_tokens
                    + self.lora_prefill_token_ms * batch.num_prefill_tokens
                    + self.lora_adapter_ms * batch.num_distinct_adapters)
+            if batch.batch_changed:
+                ms += self.lora_batch_change_ms
         return ms
 
     def step_time_s(self, batch: BatchStats) -> float:

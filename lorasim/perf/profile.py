@@ -58,6 +58,8 @@ class StepTimeCoefficients(BaseModel):
     """LoRA-active step, per distinct adapter in the batch (ms)."""
     lora_prefill_token_slot_ms: float = Field(default=0.0, ge=0)
     """LoRA-active step, per prefill token per GPU slot, on top of the all-token terms (ms)."""
+    lora_batch_change_ms: float = Field(default=0.0, ge=0)
+    """LoRA-active step whose batch differs from the previous step's: the LoRA mapping is rebuilt (ms)."""
 
 
 class LinkFit(BaseModel):
@@ -240,19 +242,20 @@ class Profile(BaseModel):
             A :class:`~lorasim.perf.linear.LinearStepTimeModel` whose ``step_time_s`` returns seconds (> 0).
         """
         c = self.step_time
-        always = active = per_token = per_prefill_token = per_adapter = 0.0
+        always = active = per_token = per_prefill_token = per_adapter = change = 0.0
         if lora_enabled:
             always = c.lora_base_ms + max_loras * (c.lora_slot_ms + c.lora_slot_rank_ms * max_lora_rank)
             active = c.lora_active_ms
             per_token = c.lora_token_rank_ms * max_lora_rank + c.lora_token_slot_ms * max_loras
             per_prefill_token = c.lora_prefill_token_slot_ms * max_loras
             per_adapter = c.lora_adapter_ms
+            change = c.lora_batch_change_ms
         return LinearStepTimeModel(
             base_ms=c.base_ms, prefill_token_ms=c.prefill_token_ms, prefill_seq_ms=c.prefill_seq_ms,
             decode_seq_ms=c.decode_seq_ms, decode_context_token_ms=c.decode_context_token_ms,
             prefill_attention_ms=c.prefill_attention_ms, lora_always_ms=always, lora_active_ms=active,
             lora_token_ms=per_token, lora_prefill_token_ms=per_prefill_token, lora_adapter_ms=per_adapter,
-            min_step_s=MIN_STEP_S)
+            lora_batch_change_ms=change, min_step_s=MIN_STEP_S)
 
     def link_cost(self, link: LinkName) -> LinkCost:
         """Transfer cost of one adapter load over ``link`` ("disk_to_cpu" or "cpu_to_gpu")."""

@@ -143,6 +143,18 @@ def test_hand_computed_step_time_matches_json_coefficients():
                                    + c["prefill_attention_ms"] * 500_000) / 1000, rel=1e-12)
 
 
+def test_batch_change_costs_only_lora_steps_whose_batch_changed():
+    c = shipped_json("llama-3.1-8b_h100-64gb")["step_time"]
+    assert 1.0 < c["lora_batch_change_ms"] < 4.0  # measured: ~2.7 ms per changed step at max_loras 300
+    m = load_profile("llama-3.1-8b_h100-64gb").step_time_model(16, True, max_loras=8)
+    changed = replace(MIXED, batch_changed=True)
+    assert m.step_time_s(changed) - m.step_time_s(MIXED) == pytest.approx(c["lora_batch_change_ms"] / 1000)
+    base_only = replace(MIXED, num_lora_tokens=0, num_distinct_adapters=0)
+    assert m.step_time_s(replace(base_only, batch_changed=True)) == m.step_time_s(base_only)  # no LoRA mapping
+    plain = load_profile("llama-3.1-8b_h100-64gb").step_time_model(16, False)
+    assert plain.step_time_s(changed) == plain.step_time_s(MIXED)
+
+
 def test_step_time_is_always_positive():
     m = LinearStepTimeModel(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
     assert m.step_time_s(BatchStats()) > 0
