@@ -218,14 +218,17 @@ def validate(
     prepare_out_dir(out)
     if workers is None:
         workers = os.cpu_count() or 1
+    err_console = Console(stderr=True)
     with Progress(TextColumn("validate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  TextColumn("{task.description}"), console=Console(stderr=True)) as bar:
+                  TextColumn("{task.description}"), console=err_console) as bar:
         task = bar.add_task("", total=None)
 
         def on_run(done: int, total: int, row: dict) -> None:
             err = row["predicted_total_tok_s"] / row["measured_total_tok_s"] - 1
-            bar.update(task, completed=done, total=total,
-                       description=f"last: {'/'.join(row['run_dir'].split('/')[-2:])} tok/s {err:+.0%}")
+            last = f"{'/'.join(row['run_dir'].split('/')[-2:])} tok/s {err:+.0%} ({row['wall_s']:.1f} s)"
+            bar.update(task, completed=done, total=total, description=f"last: {last}")
+            if not err_console.is_terminal:  # a log file: one line per run instead of a live bar
+                err_console.print(f"[{done}/{total}] {last}", highlight=False)
 
         df, skips = validate_runs(runs, data_dir, group=group, model=model, limit=limit, workers=workers,
                                   max_rate=max_rate, dask_address=dask, on_run=on_run)
