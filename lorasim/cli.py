@@ -202,36 +202,55 @@ def validate(
     out: Path = typer.Option(..., "--out", help="Write validation.csv and predicted_vs_measured.png here."),
     group: Optional[str] = typer.Option(None, "--group", help="Only runs of this group."),
     model: Optional[str] = typer.Option(None, "--model", help="Only runs of this model."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="At most N runs (evenly spaced by run_dir)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N runs (evenly spaced by run_dir)."),
     workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Worker processes (default: one per CPU; "
                                           "results identical to serial)."),
     max_rate: Optional[float] = typer.Option(None, "--max-rate", help="Leave out runs offered more than this many "
                                              "requests/s (overloaded runs simulate millions of requests)."),
     dask: Optional[str] = typer.Option(None, "--dask", help="Replay on this Dask distributed scheduler "
                                        "(tcp://host:8786) instead of local processes."),
+    force: bool = typer.Option(False, "--force", help="Overwrite the validation already in the --out directory."),
 ) -> None:
     """Replay real vLLM runs (per-adapter Poisson, ShareGPT) and compare predicted with measured metrics."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from lorasim.calibrate.validate import summarize, validate_runs, write_outputs
+    from lorasim.calibrate.validate import finish_table, prepare_runs, replay_runs, summarize, write_outputs
 
+    runs_path, ddir, selected, skips = prepare_runs(runs, data_dir, group=group, model=model, limit=limit,
+                                                    max_rate=max_rate)
+    if not selected:
+        why = ", ".join(f"{k}: {v}" for k, v in sorted(skips.items())) or "the file has no runs"
+        raise LorasimError(f"{runs_path}: no run to replay with these options ({why})")
+    if out.is_dir() and (out / "validation.csv").exists() and not force:
+        raise LorasimError(f"--out {out}: holds an earlier validation (validation.csv); use --force to overwrite it "
+                           f"or choose another directory")
     prepare_out_dir(out)
     if workers is None:
         workers = os.cpu_count() or 1
     err_console = Console(stderr=True)
-    with Progress(TextColumn("validate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  TextColumn("{task.description}"), console=err_console) as bar:
-        task = bar.add_task("", total=None)
+    done: list[dict] = []
+    try:
+        with Progress(TextColumn("validate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      TextColumn("{task.description}"), console=err_console) as bar:
+            task = bar.add_task("", total=len(selected))
 
-        def on_run(done: int, total: int, row: dict) -> None:
-            err = row["predicted_total_tok_s"] / row["measured_total_tok_s"] - 1
-            last = f"{'/'.join(row['run_dir'].split('/')[-2:])} tok/s {err:+.0%} ({row['wall_s']:.1f} s)"
-            bar.update(task, completed=done, total=total, description=f"last: {last}")
-            if not err_console.is_terminal:  # a log file: one line per run instead of a live bar
-                err_console.print(f"[{done}/{total}] {last}", highlight=False)
+            def on_run(n: int, total: int, row: dict) -> None:
+                err = row["predicted_total_tok_s"] / row["measured_total_tok_s"] - 1
+                name = f"{row['model'].split('-instruct')[0]} {'/'.join(row['run_dir'].split('/')[-2:])}"
+                last = f"{name} tok/s {err:+.0%} ({row['wall_s']:.1f} s)"
+                bar.update(task, completed=n, description=f"last: {last}")
+                if not err_console.is_terminal:  # a log file: one line per run instead of a live bar
+                    err_console.print(f"[{n}/{total}] {last}", highlight=False)
 
-        df, skips = validate_runs(runs, data_dir, group=group, model=model, limit=limit, workers=workers,
-                                  max_rate=max_rate, dask_address=dask, on_run=on_run)
+            df = replay_runs(selected, runs_path, ddir, workers, dask, on_run, done)
+    except KeyboardInterrupt:
+        if done:
+            write_outputs(finish_table(done, runs_path, ddir), out)
+            print(f"lorasim: interrupted after {len(done)} of {len(selected)} runs; wrote those to "
+                  f"{out}/validation.csv", file=sys.stderr)
+        else:
+            print("lorasim: interrupted before any run finished; nothing was written", file=sys.stderr)
+        sys.exit(130)
     write_outputs(df, out)
     summ = summarize(df)
     for rec in summ.to_dict("records"):
@@ -267,15 +286,25 @@ def sweep(
 
     from lorasim.sweep import Sweep, parse_grid
 
+    sw = Sweep(scenario, parse_grid(grid), seeds=seeds, overrides=set_, data_dir=data_dir)  # grid checked first
     prepare_out_dir(out)
-    sw = Sweep(scenario, parse_grid(grid), seeds=seeds, overrides=set_, data_dir=data_dir)
     console.print(f"[bold]lorasim sweep[/] {len(sw.points)} points ({len(sw.points) // seeds} grid values x {seeds} "
                   f"seed(s)) -> {out}/")
-    with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True)) as bar:
-        task = bar.add_task("sweep", total=len(sw.points))
-        table = sw.run(out, workers=workers or os.cpu_count() or 1, dask_address=dask,
-                       on_point=lambda done, total: bar.update(task, completed=done))
+    progress = [0, len(sw.points)]
+
+    def on_point(done: int, total: int) -> None:
+        progress[:] = [done, total]
+        bar.update(task, completed=done)
+
+    try:
+        with Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      console=Console(stderr=True)) as bar:
+            task = bar.add_task("sweep", total=len(sw.points))
+            table = sw.run(out, workers=workers or os.cpu_count() or 1, dask_address=dask, on_point=on_point)
+    except KeyboardInterrupt:
+        print(f"lorasim: interrupted; {progress[0]} of {progress[1]} points are done and kept in {out}/points "
+              f"(the same command resumes the sweep)", file=sys.stderr)
+        sys.exit(130)
     console.print(f"wrote {out}/sweep.parquet and {out}/sweep.csv ({len(table)} rows)")
 
 

@@ -1,13 +1,16 @@
 """Run independent tasks in this process, in local worker processes, or on a Dask distributed cluster.
 
 Used by ``lorasim sweep`` and ``lorasim validate``: every task is a whole simulation seeded by name, so results do
-not depend on where or in which order the tasks run; callers put them back in their own order.
+not depend on where or in which order the tasks run; callers put them back in their own order. Ctrl-C stops at once:
+worker processes ignore SIGINT themselves and are terminated when the caller stops iterating (the tasks already
+yielded are kept by the caller).
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import signal
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
 
 from lorasim.errors import ConfigError
@@ -25,7 +28,7 @@ def run_tasks(fn: Callable[..., Any], args: Sequence[tuple], workers: int = 1,
             replaces ``workers``.
 
     Raises:
-        ConfigError: no Dask scheduler answers at ``dask_address``.
+        ConfigError: ``distributed`` is not installed, or no Dask scheduler answers at ``dask_address``.
         Whatever ``fn`` raises, re-raised here.
     """
     if not args:
@@ -37,15 +40,26 @@ def run_tasks(fn: Callable[..., Any], args: Sequence[tuple], workers: int = 1,
         for i, a in enumerate(args):
             yield i, fn(*a)
         return
-    with ProcessPoolExecutor(max_workers=min(workers, len(args))) as pool:
-        futures = {pool.submit(fn, *a): i for i, a in enumerate(args)}
-        for fut in as_completed(futures):
-            yield futures[fut], fut.result()
+    # a Pool, not a ProcessPoolExecutor: leaving the block terminates the workers (an executor would first run
+    # every queued task to the end)
+    with multiprocessing.get_context().Pool(min(workers, len(args)), initializer=_ignore_sigint) as pool:
+        yield from pool.imap_unordered(_call, [(fn, i, a) for i, a in enumerate(args)])
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which terminates the pool
+
+
+def _call(task: tuple) -> tuple[int, Any]:
+    fn, i, a = task
+    return i, fn(*a)
 
 
 def _run_on_dask(fn, args, dask_address) -> Iterator[tuple[int, Any]]:
-    from distributed import Client, as_completed as dask_completed
-
+    try:
+        from distributed import Client, as_completed as dask_completed
+    except ImportError:
+        raise ConfigError("--dask needs Dask distributed: pip install -e '.[dask]'") from None
     if isinstance(dask_address, Client):
         client = dask_address
     else:

@@ -45,8 +45,16 @@ METRICS = {"total_tok_s": "total_tok_s", "req_throughput_rps": "req_throughput_r
 TWIN = {"total_tok_s": "dt_total_throughput", "itl_ms_mean": "dt_itl", "ttft_ms_mean": "dt_ttft"}
 
 
+def _int(v) -> int:
+    """An integer field of the runs CSV (``4``, ``4.0`` or ``"4"``); ValueError otherwise."""
+    f = float(v)
+    if not f.is_integer():
+        raise ValueError(f"{v!r} is not an integer")
+    return int(f)
+
+
 def _int_or(v, default: int) -> int:
-    return default if v is None or (isinstance(v, float) and math.isnan(v)) else int(v)
+    return default if v is None or (isinstance(v, float) and math.isnan(v)) else _int(v)
 
 
 def skip_reason(row: dict) -> str | None:
@@ -72,21 +80,22 @@ BENCHMARK_CLIENT = {"max_connections": 28232, "time_wait_s": 60.0}
 
 def build_scenario(row: dict) -> dict:
     """The scenario dict that replays one real run (see the module docstring)."""
-    ranks = [int(float(v)) for v in str(row["adapter_rank_pool"]).split()]
+    ranks = [_int(v) for v in str(row["adapter_rank_pool"]).split()]
     rates = [float(v) for v in str(row["adapter_rate_values"]).split()]
     return {
         "seed": 0,
         "horizon_s": float(row["total_time_arg_s"]),  # the benchmark's window: later finishes do not count
         "model": {"profile": PROFILES[row["model"]]},
-        "adapters": {"count": int(row["n_adapters"]), "ranks": ranks},
+        "adapters": {"count": _int(row["n_adapters"]), "ranks": ranks},
         "workload": {
             "arrivals": {"kind": "per_adapter_poisson", "rates": rates, "assignment": "shuffled"},
             "duration_s": float(row["total_time_arg_s"]),
             "lengths": {"kind": "empirical", "path": LENGTHS_REL, "prompt_column": "prompt_len_llama3",
                         "output_column": "output_len_llama3", "filter_column": "vllm_keep_llama3"},
         },
-        "engine": {"max_loras": int(row["max_loras"]), "max_cpu_loras": _int_or(row["max_cpu_loras"], int(row["max_loras"])),  # vLLM: unset = max_loras
-                   "max_lora_rank": int(row["max_lora_rank"]),
+        "engine": {"max_loras": _int(row["max_loras"]),
+                   "max_cpu_loras": _int_or(row["max_cpu_loras"], _int(row["max_loras"])),  # vLLM: unset = max_loras
+                   "max_lora_rank": _int(row["max_lora_rank"]),
                    "max_num_seqs": _int_or(row["max_num_seqs"], 256),
                    "max_num_batched_tokens": _int_or(row["max_num_batched_tokens"], 2048)},
         "metrics": {"starvation_threshold_s": None},  # not a benchmark metric; its per-step check costs time
@@ -114,8 +123,8 @@ def replay_run(row: dict, data_dir: str) -> dict:
     res = lorasim.simulate(lorasim.load_scenario(build_scenario(row)), data_dir=data_dir)
     pred = window_metrics(res.requests, float(row["total_time_arg_s"]))
     pred["itl_ms_mean"] = float(res.summary["itl_ms_mean"])
-    out = {"run_dir": row["run_dir"], "model": row["model"], "group": row["group"], "max_loras": int(row["max_loras"]),
-           "n_adapters": int(row["n_adapters"]), "aggregate_rate_rps": float(row["aggregate_rate_rps"])}
+    out = {"run_dir": row["run_dir"], "model": row["model"], "group": row["group"], "max_loras": _int(row["max_loras"]),
+           "n_adapters": _int(row["n_adapters"]), "aggregate_rate_rps": float(row["aggregate_rate_rps"])}
     for m, col in METRICS.items():
         out[f"measured_{m}"] = float(row[col])
         out[f"predicted_{m}"] = pred[m]
@@ -124,8 +133,15 @@ def replay_run(row: dict, data_dir: str) -> dict:
 
 
 def load_runs(runs_path: Path) -> pd.DataFrame:
+    """The runs CSV, with ``_line`` (the row's line in the file) added.
+
+    Raises:
+        DataFileError: the file is missing, unreadable or lacks a required column.
+    """
+    if runs_path.is_dir():
+        raise DataFileError(runs_path, "is a directory, not a runs CSV")
     if not runs_path.is_file():
-        raise DataFileError(runs_path, "runs file not found")
+        raise DataFileError(runs_path, "runs file not found (set --data-dir or --runs)")
     try:
         df = pd.read_csv(runs_path)
     except (OSError, ValueError) as exc:
@@ -133,7 +149,28 @@ def load_runs(runs_path: Path) -> pd.DataFrame:
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise DataFileError(runs_path, f"missing columns: {', '.join(missing)}")
-    return df
+    return df.assign(_line=np.arange(len(df)) + 2)  # line 1 is the header
+
+
+def check_row(row: dict, runs_path: Path) -> None:
+    """Refuse a kept row whose values cannot make a scenario, naming the file, line, run and field.
+
+    Raises:
+        DataFileError: a value is not a number where one is needed, or the scenario it makes is invalid.
+    """
+    import lorasim
+
+    where = f"line {row['_line']} ({row['run_dir']})"
+    try:
+        sc = build_scenario(row)
+        for col in ("aggregate_rate_rps", "n_adapters", *METRICS.values()):
+            float(row[col])
+    except (TypeError, ValueError) as exc:
+        raise DataFileError(runs_path, f"{where}: bad value ({exc})") from None
+    try:
+        lorasim.load_scenario(sc)
+    except lorasim.LorasimError as exc:
+        raise DataFileError(runs_path, f"{where}: {exc}") from None
 
 
 def select_runs(df: pd.DataFrame, group: str | None = None, model: str | None = None,
@@ -158,8 +195,55 @@ def select_runs(df: pd.DataFrame, group: str | None = None, model: str | None = 
             skips[why] = skips.get(why, 0) + 1
     if limit is not None and 0 < limit < len(kept):
         idx = np.linspace(0, len(kept) - 1, limit).round().astype(int)
-        kept = [kept[i] for i in sorted(set(idx.tolist()))]
+        picked = [kept[i] for i in sorted(set(idx.tolist()))]
+        skips[f"not picked by --limit {limit}"] = len(kept) - len(picked)
+        kept = picked
     return kept, skips
+
+
+def prepare_runs(runs_path: str | Path | None = None, data_dir: str | Path | None = None, group: str | None = None,
+                 model: str | None = None, limit: int | None = None, max_rate: float | None = None,
+                 ) -> tuple[Path, Path, list[dict], dict[str, int]]:
+    """Load and select the runs to replay and check that each makes a valid scenario (before any replay).
+
+    Returns:
+        ``(runs file, data directory, kept rows, skip counts by reason)``.
+
+    Raises:
+        DataFileError: the runs file is missing or malformed (a bad row is named by its line).
+    """
+    ddir = resolve_data_dir(data_dir)
+    path = Path(runs_path) if runs_path is not None else ddir / RUNS_REL
+    runs, skips = select_runs(load_runs(path), group, model, limit, max_rate)
+    for row in runs:
+        check_row(row, path)
+    return path, ddir, runs, skips
+
+
+def replay_runs(runs: list[dict], runs_path: Path, data_dir: Path, workers: int = 1, dask_address=None,
+                on_run: Callable[[int, int, dict], None] | None = None, done: list[dict] | None = None,
+                ) -> pd.DataFrame:
+    """Replay ``runs`` (from :func:`prepare_runs`); one row per run sorted by run_dir (see :func:`validate_runs`).
+
+    ``done``, if given, receives each row as it finishes (what an interrupted caller can still write).
+    """
+    rows: list[dict] = done if done is not None else []
+    for _, row in run_tasks(replay_run, [(r, str(data_dir)) for r in runs], workers, dask_address):
+        rows.append(row)
+        if on_run is not None:
+            on_run(len(rows), len(runs), row)
+    return finish_table(rows, runs_path, data_dir)
+
+
+def finish_table(rows: list[dict], runs_path: Path, data_dir: Path) -> pd.DataFrame:
+    """The validation table of replayed ``rows``: sorted by run_dir, with the published twin's predictions for
+    the holdout file."""
+    cols = ["run_dir", "model", "group", "max_loras", "n_adapters", "aggregate_rate_rps"]
+    cols += [f"{p}_{m}" for m in METRICS for p in ("measured", "predicted")] + ["wall_s"]
+    out = pd.DataFrame(rows, columns=cols).sort_values("run_dir", kind="stable").reset_index(drop=True)
+    if runs_path.name == HOLDOUT_NAME:
+        out = attach_twin(out, data_dir / TWIN_REL)
+    return out
 
 
 def validate_runs(runs_path: str | Path | None = None, data_dir: str | Path | None = None, group: str | None = None,
@@ -177,20 +261,8 @@ def validate_runs(runs_path: str | Path | None = None, data_dir: str | Path | No
         DataFileError: the runs file (or, for the holdout, the published twin's file) is missing or malformed.
         ConfigError: no Dask scheduler answers at ``dask_address``.
     """
-    ddir = resolve_data_dir(data_dir)
-    runs_path = Path(runs_path) if runs_path is not None else ddir / RUNS_REL
-    runs, skips = select_runs(load_runs(runs_path), group, model, limit, max_rate)
-    rows: list[dict] = []
-    for _, row in run_tasks(replay_run, [(r, str(ddir)) for r in runs], workers, dask_address):
-        rows.append(row)
-        if on_run is not None:
-            on_run(len(rows), len(runs), row)
-    cols = ["run_dir", "model", "group", "max_loras", "n_adapters", "aggregate_rate_rps"]
-    cols += [f"{p}_{m}" for m in METRICS for p in ("measured", "predicted")] + ["wall_s"]
-    out = pd.DataFrame(rows, columns=cols).sort_values("run_dir", kind="stable").reset_index(drop=True)
-    if runs_path.name == HOLDOUT_NAME:
-        out = attach_twin(out, ddir / TWIN_REL)
-    return out, skips
+    path, ddir, runs, skips = prepare_runs(runs_path, data_dir, group, model, limit, max_rate)
+    return replay_runs(runs, path, ddir, workers, dask_address, on_run), skips
 
 
 def attach_twin(df: pd.DataFrame, twin_path: Path) -> pd.DataFrame:

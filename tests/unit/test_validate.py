@@ -95,3 +95,48 @@ def test_cli_outputs_and_determinism(tmp_path, capsys):
             distributed.Client(cluster) as client:
         on_dask, _ = validate_runs(FIXTURE, DATA_DIR, dask_address=client)
     pd.testing.assert_frame_equal(par.drop(columns="wall_s"), on_dask.drop(columns="wall_s"))
+
+
+def _cli(args, capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(["validate", *args])
+    return exc.value.code, capsys.readouterr().err
+
+
+def test_cli_bad_row_value_names_file_line_and_run(tmp_path, capsys):
+    df = pd.read_csv(FIXTURE).astype({"max_loras": object})
+    df.loc[1, "max_loras"] = "abc"  # run_b, the second data row: line 3
+    bad = tmp_path / "runs.csv"
+    df.to_csv(bad, index=False)
+    code, err = _cli(["--runs", str(bad), "--data-dir", str(DATA_DIR), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and f"{bad}" in err and "line 3 (synthetic/tiny/run_b)" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()  # refused before anything ran or was created
+    df.loc[1, "max_loras"] = -5
+    df.to_csv(bad, index=False)
+    code, err = _cli(["--runs", str(bad), "--data-dir", str(DATA_DIR), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "line 3" in err and "max_loras" in err
+
+
+def test_cli_refuses_empty_selection_zero_limit_and_an_earlier_validation(tmp_path, capsys):
+    base = ["--runs", str(FIXTURE), "--data-dir", str(DATA_DIR)]
+    code, err = _cli([*base, "--group", "nosuch", "--out", str(tmp_path / "a")], capsys)
+    assert code == 2 and "no run to replay" in err and not (tmp_path / "a").exists()
+    code, err = _cli([*base, "--max-rate", "0", "--out", str(tmp_path / "a")], capsys)
+    assert code == 2 and "aggregate_rate_rps above --max-rate 0" in err
+    code, err = _cli([*base, "--limit", "0", "--out", str(tmp_path / "a")], capsys)
+    assert code == 2
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "validation.csv").write_text("x\n")
+    code, err = _cli([*base, "--out", str(tmp_path / "b")], capsys)
+    assert code == 2 and "--force" in err and (tmp_path / "b" / "validation.csv").read_text() == "x\n"
+
+
+def test_dask_without_distributed_is_one_line(monkeypatch):
+    import sys
+
+    from lorasim.errors import ConfigError
+    from lorasim.parallel import run_tasks
+
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import fails as if the extra were not installed
+    with pytest.raises(ConfigError, match=r"pip install -e '\.\[dask\]'"):
+        list(run_tasks(abs, [(1,)], dask_address="tcp://127.0.0.1:9"))
