@@ -54,7 +54,8 @@ CASES = {
     # client's 28,232 ports (TIME_WAIT 60 s): about 2.1 M offered, most refused at once, as in the heaviest runs of
     # `lorasim validate`
     "overloaded-client": {"scenario": None, "overrides": [
-        *SYNTHETIC, "workload.arrivals={kind: poisson, rate: 600.0}", "workload.duration_s=3600",
+        *SYNTHETIC, "workload.num_requests=null", "workload.arrivals={kind: poisson, rate: 600.0}",
+        "workload.duration_s=3600",
         "client.max_connections=28232", "client.time_wait_s=60", "horizon_s=3600"]},
     "scale-1e4": {"scenario": None, "overrides": [*SYNTHETIC, "workload.num_requests=10000"]},
     "scale-1e5": {"scenario": None, "overrides": [*SYNTHETIC, "workload.num_requests=100000"]},

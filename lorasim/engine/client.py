@@ -43,7 +43,8 @@ class ConnectionPool:
         return self.open + len(closed)
 
     def try_open(self, now_s: float) -> bool:
-        """Open a connection for a request sent at ``now_s``; False when no port is free (the request fails)."""
+        """Open a connection for a request that reaches the server at ``now_s`` (the engine calls it then: its
+        arrival plus the request overhead); False when no port is free (the request fails)."""
         if self.in_use(now_s) >= self.max_connections:
             return False
         self.open += 1
