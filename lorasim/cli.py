@@ -290,9 +290,11 @@ def sweep(
     prepare_out_dir(out)
     console.print(f"[bold]lorasim sweep[/] {len(sw.points)} points ({len(sw.points) // seeds} grid values x {seeds} "
                   f"seed(s)) -> {out}/")
-    progress = [0, len(sw.points)]
+    progress = [-1, len(sw.points)]
 
     def on_point(done: int, total: int) -> None:
+        if progress[0] < 0 and done:  # the first call reports the points an earlier run already finished
+            bar.console.print(f"resuming: {done} of {total} points already done in {out}/points")
         progress[:] = [done, total]
         bar.update(task, completed=done)
 
@@ -302,7 +304,7 @@ def sweep(
             task = bar.add_task("sweep", total=len(sw.points))
             table = sw.run(out, workers=workers or os.cpu_count() or 1, dask_address=dask, on_point=on_point)
     except KeyboardInterrupt:
-        print(f"lorasim: interrupted; {progress[0]} of {progress[1]} points are done and kept in {out}/points "
+        print(f"lorasim: interrupted; {max(progress[0], 0)} of {progress[1]} points are done and kept in {out}/points "
               f"(the same command resumes the sweep)", file=sys.stderr)
         sys.exit(130)
     console.print(f"wrote {out}/sweep.parquet and {out}/sweep.csv ({len(table)} rows)")

@@ -70,7 +70,8 @@ def parse_grid(items: Sequence[str]) -> dict[str, list]:
     """``["key.path=v1,v2", ...]`` -> ``{key.path: [v1, v2], ...}`` (values parsed as YAML), in the order given.
 
     Raises:
-        ConfigError: an item without ``=``, an empty value, a key given twice, or the key ``seed`` (use ``--seeds``).
+        ConfigError: an item without ``=``, an empty value, a key or a value given twice, or the key ``seed`` (use
+            ``--seeds``).
     """
     grid: dict[str, list] = {}
     for item in items:
@@ -85,7 +86,11 @@ def parse_grid(items: Sequence[str]) -> dict[str, list]:
         parts = split_values(raw)
         if any(p == "" for p in parts):
             raise ConfigError(f"--grid {item!r}: an empty value")
-        grid[key] = [_parse_value(p) for p in parts]
+        values = [_parse_value(p) for p in parts]
+        dup = next((p for i, (p, v) in enumerate(zip(parts, values)) if v in values[:i]), None)
+        if dup is not None:
+            raise ConfigError(f"--grid {key}: value {dup!r} given twice (each point would run twice)")
+        grid[key] = values
     return grid
 
 

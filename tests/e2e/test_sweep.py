@@ -84,7 +84,8 @@ def test_grid_parsing():
     assert split_values("1, [8, 16], {a: 1, b: 2}, 'x,y'") == ["1", "[8, 16]", "{a: 1, b: 2}", "'x,y'"]
     assert parse_grid(["adapters.ranks=[8, 16],[32]"]) == {"adapters.ranks": [[8, 16], [32]]}
     for bad, msg in ((["engine.max_loras"], "expected key.path=v1,v2"), (["seed=1,2"], "--seeds"),
-                     (["a=1", "a=2"], "given twice"), (["a=1,,2"], "an empty value")):
+                     (["a=1", "a=2"], "given twice"), (["a=1,,2"], "an empty value"),
+                     (["a=4,8,4.0"], "value '4.0' given twice")):
         with pytest.raises(ConfigError, match=msg):
             parse_grid(bad)
 
