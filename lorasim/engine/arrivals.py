@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from lorasim.engine.seqtable import SeqTable
 from lorasim.engine.sequence import Seq
 
 
@@ -37,7 +38,7 @@ class ArrivalFeed:
         due = np.asarray(due_s, dtype=float)
         if (np.diff(due) < 0).any():
             raise ValueError("due times must be non-decreasing")
-        self.seqs = seqs if hasattr(seqs, "reject") else list(seqs)
+        self.seqs = seqs if isinstance(seqs, SeqTable) else list(seqs)
         self.due: list[float] = due.tolist()
         self._next = 0
 

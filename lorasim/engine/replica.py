@@ -117,9 +117,10 @@ class Replica:
         self._batch_sig: tuple | None = None  # the previous step's batch (see run: LoRA mapping rebuilt when it changes)
         self.horizon_s = math.inf if horizon_s is None else horizon_s
         self.client = client
-        # refusals in bulk (SeqTable.reject) unless a recorder subclass wants each abort
-        self._bulk_refusals = type(recorder).on_abort is Recorder.on_abort
         rec_cls = type(recorder)
+        # client refusals in bulk (SeqTable.reject), unless a recorder subclass wants each abort
+        self._bulk_refusals = (client is not None and isinstance(feed.seqs, SeqTable)
+                               and rec_cls.on_abort is Recorder.on_abort)
         plain_recorder = ("on_steady_steps" in rec_cls.__dict__ or (
             rec_cls.on_step_end is Recorder.on_step_end and rec_cls.on_itl is Recorder.on_itl))
         self.fast_forward = (fast_forward and scheduler.steady_decode_is_stable and not overlapped_loads
@@ -152,10 +153,9 @@ class Replica:
         feed = self.feed
         i, j = feed.pop_range(now_s)
         seqs, due, client = feed.seqs, feed.due, self.client
-        bulk = client is not None and self._bulk_refusals and hasattr(seqs, "reject")
         k = i
         while k < j:
-            if bulk:
+            if self._bulk_refusals:
                 r = client.refused_until(due, k, j)
                 if r > k:
                     created = seqs.reject(k, r, client.refusal)

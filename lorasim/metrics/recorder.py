@@ -10,9 +10,9 @@ class Recorder:
 
     Per-request records are not appended here: every request's state lives in its engine ``Seq`` (created only when
     the engine first needs it, see :class:`~lorasim.engine.seqtable.SeqTable`) and the results table is built from
-    those and the workload's arrays once, at the end. ITL samples are stored as ``(value_s, count)`` pairs: all sequences
-    that decoded in two consecutive steps share one inter-token latency (the time between the two step ends), so a
-    step contributes one pair, not one sample per token.
+    those and the workload's arrays once, at the end. ITL samples are stored as ``(value_s, count)`` pairs: all
+    sequences that decoded in two consecutive steps share one inter-token latency (the time between the two step
+    ends), so a step contributes one pair, not one sample per token.
     """
 
     STEP_COLUMNS = (
