@@ -15,6 +15,8 @@ one JSON object per case: ``case``, ``wall_s`` (the simulation, scenario buildin
 - ``overloaded-client``: 600 req/s for an hour (about 2.1 M requests) through the benchmark client's 28,232 ports
   to one replica that serves about 15 req/s: most requests are refused at once, as in ``lorasim validate``'s heaviest
   replays.
+- ``synthetic-1m-summary``, ``scale-1e5-summary``: the synthetic case with ``output.records: summary`` (no
+  tables: each request folded into running totals and quantile sketches when it ends).
 - ``scale-1e4``, ``scale-1e5``, ``scale-1e6``: the synthetic case at 10^4, 10^5 and 10^6 requests (per-request cost
   should stay flat).
 
@@ -57,6 +59,11 @@ CASES = {
         *SYNTHETIC, "workload.num_requests=null", "workload.arrivals={kind: poisson, rate: 600.0}",
         "workload.duration_s=3600",
         "client.max_connections=28232", "client.time_wait_s=60", "horizon_s=3600"]},
+    # the synthetic-1m case with records: summary (no tables; memory bounded whatever the number of requests)
+    "synthetic-1m-summary": {"scenario": None, "overrides": [
+        *SYNTHETIC, "workload.num_requests=1000000", "output.records=summary"]},
+    "scale-1e5-summary": {"scenario": None, "overrides": [
+        *SYNTHETIC, "workload.num_requests=100000", "output.records=summary"]},
     "scale-1e4": {"scenario": None, "overrides": [*SYNTHETIC, "workload.num_requests=10000"]},
     "scale-1e5": {"scenario": None, "overrides": [*SYNTHETIC, "workload.num_requests=100000"]},
     "scale-1e6": {"scenario": None, "overrides": [*SYNTHETIC, "workload.num_requests=1000000"]},

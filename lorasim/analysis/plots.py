@@ -118,7 +118,8 @@ def plot_dir(src: str | Path, out: str | Path | None = None,
     """Draw every picture the directory's outputs allow; return the PNG paths.
 
     Raises:
-        LorasimError: the directory holds neither a run (``requests.parquet``) nor a sweep (``sweep.parquet``).
+        LorasimError: the directory holds neither a run (``requests.parquet``, or ``per_adapter.csv`` alone from
+            ``records: summary``) nor a sweep (``sweep.parquet``).
     """
     src = Path(src)
     out = Path(out) if out is not None else src
@@ -139,6 +140,8 @@ def plot_dir(src: str | Path, out: str | Path | None = None,
         if (src / "per_adapter.csv").exists():
             made.append(adapter_waits(pd.read_csv(src / "per_adapter.csv", index_col="adapter"),
                                       out / "adapter_waits.png"))
+    elif (src / "per_adapter.csv").exists():  # records: summary: no request or step rows
+        made.append(adapter_waits(pd.read_csv(src / "per_adapter.csv", index_col="adapter"), out / "adapter_waits.png"))
     else:
         raise LorasimError(f"{src}: neither a run (requests.parquet) nor a sweep (sweep.parquet) output directory")
     return made

@@ -136,6 +136,11 @@ class Replica:
         return self.decodes.step
 
     @property
+    def num_running(self) -> int:
+        """Running sequences (``len(running)`` without building the list)."""
+        return len(self._running)
+
+    @property
     def running(self) -> list[Seq]:
         """The running sequences in admission order (vLLM's ``self.running``); do not mutate the list."""
         lst = self._running_list
@@ -316,44 +321,73 @@ class Replica:
             completed = self._completed
             self._finish_step(plan, start, load_wait, stats, len(missing))
             self.scheduler.on_step_end(plan, env.now)
-            self._steady = (self.fast_forward and plan.bulk_decode and not plan.scheduled and not plan.preempted
-                            and not plan.aborted and plan.merged is None and not plan.extra_time_s
-                            and self._completed == completed and not missing)
+            self._steady = self.fast_forward and plan.merged is None and not plan.extra_time_s and (
+                (plan.bulk_decode and not plan.scheduled and not plan.preempted and not plan.aborted
+                 and self._completed == completed and not missing)
+                or self._only_decoders())
             if self.overlapped_loads and self.waiting:
                 self._prefetch(self.scheduler.prefetch_order(self._view()))
+
+    def _only_decoders(self) -> bool:
+        """True when nothing waits, every running sequence is a steady decoder, they fit the token budget and
+        adapters do not share the KV pool: the scheduler's next plan is then a bulk decode of them all (or a
+        preemption, which :meth:`_steady_steps` leaves to it), by ``steady_decode_is_stable``."""
+        g = self.decodes
+        return (not self.waiting and 0 < g.num == len(self._running) and g.num <= self.limits.max_num_batched_tokens
+                and not self.store.shares_kv)
 
     def _steady_steps(self):
         """Run, without the scheduler, the pure bulk-decode steps that follow one (the scheduler's
         ``steady_decode_is_stable`` promise makes each of them the plan it would return), as one SimPy event.
 
-        The run stops before the first step that starts at or after the next arrival or cancellation, that completes
-        a request (``DecodeGroup.finishing``), whose KV growth exceeds the free blocks (the scheduler must preempt),
-        or that would end after ``horizon_s``: those go through the scheduler. Every step is computed exactly as the
-        step loop would (same batch summary, same float additions of step times, same records), so results are
-        identical with and without it.
+        The run stops before the first step that starts at or after the next arrival or cancellation, whose KV
+        growth exceeds the free blocks (the scheduler must preempt), or that would end after ``horizon_s``: those go
+        through the scheduler. A step that completes requests stays in the run when nothing waits, every running
+        sequence is a steady decoder and adapters do not share the KV pool (the scheduler would then plan a bulk decode
+        of the rest: nothing can be admitted, no running request gets tokens of the budget the finished ones free);
+        the requests complete at its end and the run goes on with the smaller batch (a changed batch for the step
+        time model). Otherwise the run stops before it. Every step is computed exactly as the step loop would (same
+        batch summary, same float additions of step times, same records, the same completions at the same times),
+        so results are identical with and without it.
 
         Returns:
-            The event that fires at the end of the last step (its per-step work is applied already; records and
-            recency are applied by :meth:`_steady_steps_done` once it fires), or None when not even one step
-            qualifies.
+            The event that fires at the end of the last step (its per-step work and completions are applied already;
+            records and recency are applied by :meth:`_steady_steps_done` once it fires), or None when not even one
+            step qualifies.
         """
         g, kv, perf = self.decodes, self.kv, self.perf
+        if not g.num:
+            self._steady = False
+            return None
         limit = min(self.feed.next_due_s, self.cancels.next_s if self.cancels is not None else math.inf)
         horizon = self.horizon_s
         num, num_lora, num_adapters = g.num, g.num_lora, len(g.adapters)
         finish_due = g._finish_due
+        inline = self._only_decoders()
+        changed = self._batch_sig != (g.version, [])
+        decode_step_s = getattr(perf, "decode_step_s", None)  # a model's shortcut for pure decode steps
         t = self.env.now
+        segments: list[tuple] = []  # runs of steps with the same batch: (starts, ends, contexts, kv_used, running,
+        #                             num, num_adapters, adapters)
         starts: list[float] = []
         ends: list[float] = []
         contexts: list[int] = []
         kv_used: list[int] = []
-        while t < limit and g.step not in finish_due:
+        running: list[int] = []
+        while t < limit:
+            finishing = finish_due.get(g.step)
+            if finishing is not None and not inline:
+                break
             due = g.blocks_due()
             if due > kv.free_blocks:
                 break
             ctx = g.ctx_sum + num
-            step_s = perf.step_time_s(BatchStats(num_decode_seqs=num, num_decode_context_tokens=ctx,
-                                                 num_lora_tokens=num_lora, num_distinct_adapters=num_adapters))
+            if decode_step_s is not None:
+                step_s = decode_step_s(num, ctx, num_lora, num_adapters, changed)
+            else:
+                step_s = perf.step_time_s(BatchStats(num_decode_seqs=num, num_decode_context_tokens=ctx,
+                                                     num_lora_tokens=num_lora, num_distinct_adapters=num_adapters,
+                                                     batch_changed=changed))
             end = t + step_s
             if end > horizon:
                 break
@@ -362,24 +396,45 @@ class Replica:
             starts.append(t)
             ends.append(end)
             contexts.append(ctx)
-            kv_used.append(kv.used_blocks)
             t = end
-        if not starts:
+            changed = False
+            sig = (g.version, [])  # the step's batch (before its completions leave the group)
+            if finishing is None:
+                kv_used.append(kv.used_blocks)
+                running.append(len(self._running))
+                continue
+            adapters = list(g.adapters)  # the step's (touched once the run ends)
+            for seq in list(finishing.values()):  # as _finish_step: their last token came at the step's end
+                g.remove(seq)
+                seq.last_token_time_s = end
+                self._complete(seq, end)
+            kv_used.append(kv.used_blocks)
+            running.append(len(self._running))
+            segments.append((starts, ends, contexts, kv_used, running, num, num_adapters, adapters))
+            starts, ends, contexts, kv_used, running = [], [], [], [], []
+            num, num_lora, num_adapters = g.num, g.num_lora, len(g.adapters)
+            changed = True  # the next step's batch lacks them
+            if not num:
+                break
+        if starts:
+            segments.append((starts, ends, contexts, kv_used, running, num, num_adapters, list(g.adapters)))
+        if not segments:
             self._steady = False
             return None
-        self._steady_run = (starts, ends, contexts, kv_used, num, num_adapters)
+        self._batch_sig = sig
+        self._steady_run = segments
         return timeout_at(self.env, t)
 
     def _steady_steps_done(self) -> None:
         """The steady run's last step ended: record its steps, touch its adapters, close it."""
-        starts, ends, contexts, kv_used, num, num_adapters = self._steady_run
+        segments = self._steady_run
         self._steady_run = None
-        self.num_steady_steps += len(starts)
-        adapters = list(self.decodes.adapters)
-        if adapters:
-            self.store.touch_steps(adapters, starts)
-        self.recorder.on_steady_steps(self, starts, ends, num, contexts, num_adapters, kv_used)
-        self._last_step_end_s = ends[-1]
+        for starts, ends, contexts, kv_used, running, num, num_adapters, adapters in segments:
+            self.num_steady_steps += len(starts)
+            if adapters:
+                self.store.touch_steps(adapters, starts)
+            self.recorder.on_steady_steps(self, starts, ends, num, contexts, num_adapters, kv_used, running)
+        self._last_step_end_s = segments[-1][1][-1]
 
     def _idle(self):
         """Sleep until the next request falls due or something wakes the loop."""

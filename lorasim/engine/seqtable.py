@@ -16,6 +16,8 @@ import numpy as np
 from lorasim.engine.sequence import Seq, SeqStatus
 from lorasim.workload.request import Request
 
+_RELEASED = object()  # placeholder of a sequence that ended and was folded into the metrics (records: summary)
+
 
 class SeqTable:
     """Sequences ``0..n-1`` in arrival order, created lazily from the workload arrays.
@@ -49,6 +51,8 @@ class SeqTable:
 
     def __getitem__(self, i: int) -> Seq:
         seq = self._seqs[i]
+        if seq is _RELEASED:
+            raise KeyError(f"request {i} ended and was released (output.records: summary)")
         if seq is None:
             if self._arrival is None:
                 self._arrival = self.arrival_s.tolist()
@@ -63,6 +67,19 @@ class SeqTable:
     def __iter__(self) -> Iterator[Seq]:
         """Every sequence, in order (creates those not created yet)."""
         return (self[i] for i in range(len(self._seqs)))
+
+    def release(self, seq: Seq) -> None:
+        """Drop an ended sequence (its metrics were folded in: ``records: summary``); it counts as ended from now
+        on and can no longer be looked up."""
+        self._seqs[seq.req.request_id] = _RELEASED
+
+    def live(self) -> list[Seq]:
+        """The sequences created and not released, in order."""
+        return [s for s in self._seqs if s is not None and s is not _RELEASED]
+
+    def num_never_created(self) -> int:
+        """Requests neither created nor refused (their placeholder is still empty)."""
+        return self._seqs.count(None) - self.num_rejected()
 
     def reject(self, first: int, end: int, reason: str) -> list[int]:
         """Requests ``first..end-1`` were refused when they arrived (aborted with ``reason``): those not created yet
@@ -88,7 +105,7 @@ class SeqTable:
 
     def created(self) -> tuple[np.ndarray, list[Seq]]:
         """Indices (ascending) and sequences of the requests created so far."""
-        idx = [i for i, s in enumerate(self._seqs) if s is not None]
+        idx = [i for i, s in enumerate(self._seqs) if s is not None and s is not _RELEASED]
         return np.asarray(idx, dtype=np.int64), [self._seqs[i] for i in idx]
 
     def lost(self) -> list[int]:
@@ -97,4 +114,5 @@ class SeqTable:
         refused = np.zeros(len(self._seqs), dtype=bool)
         for f, e, _ in self._rejected:
             refused[f:e] = True
-        return [i for i, s in enumerate(self._seqs) if not refused[i] and (s is None or s.status not in done)]
+        return [i for i, s in enumerate(self._seqs)
+                if not refused[i] and s is not _RELEASED and (s is None or s.status not in done)]

@@ -20,8 +20,9 @@ from lorasim.engine.replica import Replica
 from lorasim.engine.seqtable import SeqTable
 from lorasim.engine.starvation import StarvationWatch
 from lorasim.errors import ConfigError, PolicyError
+from lorasim.metrics.digest import RequestDigest
 from lorasim.metrics.recorder import Recorder
-from lorasim.metrics.results import Results, requests_frame
+from lorasim.metrics.results import Results, empty_requests_frame, requests_frame
 from lorasim.perf.base import ConstantStepTimeModel, LinkCost, StepTimeModel
 from lorasim.perf.profile import Profile, load_profile
 from lorasim.perf.shapes import ALL_TARGET_MODULES, MODEL_SHAPES, ModelShape
@@ -234,6 +235,12 @@ class Simulation:
             self.router.bind(n, self.rngs.get("router"))
         self.replica.mark_unservable(self.seqs)
         self.adapter_names = tuple(a.name for a in self.adapters)
+        if scenario.output.records == "summary":  # fold each request in when it ends, then drop it
+            m = scenario.metrics
+            self.recorder.stream_requests(
+                RequestDigest(arrays.arrival_s, arrays.adapter_index, arrays.adapter_names, self.adapter_names,
+                              num_replicas=n, ttft_slo_s=m.ttft_slo_s, tpot_slo_s=m.tpot_slo_s),
+                self.seqs.release)
         # the scenario as run: defaults that depend on other fields made explicit (KV capacity and link costs left
         # unset stay derived from the profile, so that editing max_loras in the resolved file still moves them)
         resolved = scenario.model_dump(mode="python")
@@ -335,8 +342,16 @@ class Simulation:
             raise RuntimeError(f"{len(lost)} requests neither finished, aborted nor cancelled (first: {lost[:5]}); "
                                "this is a bug")
         rec = self.recorder
+        digest = rec.digest
+        if digest is not None:  # records: summary: the requests still in the engine, and those never created
+            for seq in self.seqs.live():
+                digest.ended(seq)
+            for first, end, _ in self.seqs.rejected:
+                digest.refused(first, end)
+            digest.never_created(self.seqs.num_never_created())
+            digest.steps_per_replica = [r.num_steps for r in self.replicas]
         return Results(
-            requests=requests_frame(self.seqs),
+            requests=requests_frame(self.seqs) if digest is None else empty_requests_frame(),
             steps=pd.DataFrame(rec.steps),
             adapter_events=pd.DataFrame(rec.events),
             itl_values_s=np.asarray(rec.itl_values_s, dtype=float),
@@ -347,6 +362,8 @@ class Simulation:
             notes=self.notes,
             step_totals=dict(rec.step_totals),
             adapter_names=self.adapter_names,
+            digest=digest,
+            num_preemptions=rec.counters["preemptions"],
         )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from lorasim.metrics.digest import RequestDigest
+
 
 class Recorder:
     """Collects per-step, per-adapter-event and inter-token-latency records.
@@ -13,6 +15,10 @@ class Recorder:
     those and the workload's arrays once, at the end. ITL samples are stored as ``(value_s, count)`` pairs: all
     sequences that decoded in two consecutive steps share one inter-token latency (the time between the two step
     ends), so a step contributes one pair, not one sample per token.
+
+    With ``records: summary`` (:meth:`stream_requests`), ended requests and ITL samples go into a
+    :class:`~lorasim.metrics.digest.RequestDigest` instead, adapter events are only counted, and each ended request
+    is handed to ``release`` so that the engine can drop it: memory stays bounded however long the run.
     """
 
     STEP_COLUMNS = (
@@ -32,6 +38,15 @@ class Recorder:
         self.itl_counts: list[int] = []
         self.counters: dict[str, int] = defaultdict(int)
         self.replica_id = 0
+        self.digest: RequestDigest | None = None
+        self._release = None
+
+    def stream_requests(self, digest: RequestDigest, release) -> None:
+        """Switch to ``records: summary``: fold ended requests and ITL samples into ``digest``, count adapter events
+        without rows, keep no per-step rows, and call ``release(seq)`` once a request has been folded in."""
+        self.digest = digest
+        self._release = release
+        self.keep_steps = False
 
     def make_consistent(self) -> None:
         """Cut every record column to the shortest one (a run interrupted in the middle of a hook's appends)."""
@@ -48,6 +63,12 @@ class Recorder:
 
     def on_abort(self, seq, now_s: float) -> None:
         self.counters["aborted"] += 1
+        if self.digest is not None:
+            self._ended(seq)
+
+    def _ended(self, seq) -> None:
+        self.digest.ended(seq)
+        self._release(seq)
 
     def on_refused(self, count: int, now_s: float) -> None:
         """``count`` requests, due by ``now_s``, were refused by their client (no free connection) without becoming
@@ -57,21 +78,32 @@ class Recorder:
     def on_cancel(self, seq, now_s: float) -> None:
         """The request's client cancelled it; the engine applied it at ``now_s`` (between steps)."""
         self.counters["cancelled"] += 1
+        if self.digest is not None:
+            self._ended(seq)
 
     def on_admit(self, seq, now_s: float) -> None:
-        pass
+        """``seq`` is scheduled for the first time (its ``first_scheduled_time_s`` and ``adapter_hit`` are set)."""
+        if self.digest is not None:
+            self.digest.admitted(seq)
 
     def on_starved(self, seq, now_s: float) -> None:
         """The starvation watchdog flagged ``seq`` at the step starting at ``now_s`` (once per request)."""
         self.counters["starved"] += 1
+        if self.digest is not None:
+            self.digest.starved(seq)
 
     def on_preempt(self, seq, now_s: float) -> None:
         self.counters["preemptions"] += 1
 
     def on_complete(self, seq, now_s: float) -> None:
         self.counters["completed"] += 1
+        if self.digest is not None:
+            self._ended(seq)
 
     def on_itl(self, value_s: float, count: int = 1) -> None:
+        if self.digest is not None:
+            self.digest.itl.add(value_s, count)
+            return
         self.itl_values_s.append(value_s)
         self.itl_counts.append(count)
 
@@ -100,21 +132,28 @@ class Recorder:
         c["num_distinct_adapters"].append(stats.num_distinct_adapters)
         c["num_adapter_loads"].append(num_loads)
         c["num_preempted"].append(num_preempted)
-        c["num_running"].append(len(replica.running))
+        c["num_running"].append(replica.num_running)
         c["num_waiting"].append(len(replica.waiting))
         c["kv_used_blocks"].append(replica.kv.used_blocks)
 
     def on_steady_steps(self, replica, starts_s: list[float], ends_s: list[float], num_decode_seqs: int,
-                        context_tokens: list[int], num_distinct_adapters: int, kv_used_blocks: list[int]) -> None:
+                        context_tokens: list[int], num_distinct_adapters: int, kv_used_blocks: list[int],
+                        num_running: list[int]) -> None:
         """Consecutive pure decode steps run in one go (``Replica._steady_steps``): the same records as
         :meth:`on_step_end` and :meth:`on_itl` for each, in bulk. Every step decodes ``num_decode_seqs`` sequences
-        that all produced a token at the previous step's end, loads nothing and preempts nothing; ``context_tokens``
-        and ``kv_used_blocks`` are per step. The engine runs steps this way only for a recorder that does not override
+        that all produced a token at the previous step's end, loads nothing and preempts nothing; ``context_tokens``,
+        ``kv_used_blocks`` and ``num_running`` (after the step's completions) are per step; only the last step may
+        complete requests (their ``on_complete`` came first). The engine runs steps this way only for a recorder that does not override
         :meth:`on_step_end` or :meth:`on_itl`, or that overrides this method too."""
         k = len(starts_s)
         durations = [e - s for s, e in zip(starts_s, ends_s)]
-        self.itl_values_s.extend(durations)
-        self.itl_counts.extend([num_decode_seqs] * k)
+        if self.digest is not None:
+            add = self.digest.itl.add
+            for d in durations:
+                add(d, num_decode_seqs)
+        else:
+            self.itl_values_s.extend(durations)
+            self.itl_counts.extend([num_decode_seqs] * k)
         if not self.keep_steps:
             t = self.step_totals
             t["num_steps"] += k
@@ -136,14 +175,19 @@ class Recorder:
         c["num_distinct_adapters"].extend([num_distinct_adapters] * k)
         c["num_adapter_loads"].extend([0] * k)
         c["num_preempted"].extend([0] * k)
-        c["num_running"].extend([len(replica.running)] * k)
+        c["num_running"].extend(num_running)
         c["num_waiting"].extend([len(replica.waiting)] * k)
         c["kv_used_blocks"].extend(kv_used_blocks)
 
     def on_adapter_load(self, link: str, adapter: str, start_s: float, end_s: float, size_bytes: int) -> None:
+        if self.digest is not None:
+            self.digest.adapter_load("cpu" if link == "disk_to_cpu" else "gpu", self.replica_id)
+            return
         self._event(end_s, "load", "cpu" if link == "disk_to_cpu" else "gpu", adapter, end_s - start_s, size_bytes)
 
     def on_adapter_evict(self, tier: str, adapter: str, now_s: float) -> None:
+        if self.digest is not None:
+            return
         self._event(now_s, "evict", tier, adapter, 0.0, 0)
 
     def _event(self, t, kind, tier, adapter, dur, size) -> None:

@@ -18,6 +18,7 @@ from lorasim.metrics.summary import summarize
 
 if TYPE_CHECKING:
     from lorasim.engine.seqtable import SeqTable
+    from lorasim.metrics.digest import RequestDigest
 
 REQUEST_COLUMNS = (
     "request_id", "replica", "adapter", "arrival_time_s", "prompt_tokens", "output_tokens",
@@ -85,6 +86,14 @@ def requests_frame(seqs: SeqTable) -> pd.DataFrame:
     })
 
 
+def empty_requests_frame() -> pd.DataFrame:
+    """The requests table with its columns and dtypes and no rows (``records: summary`` keeps no rows)."""
+    from lorasim.engine.seqtable import SeqTable
+
+    none = np.array([], dtype=np.int64)
+    return requests_frame(SeqTable(np.array([]), none, none, none, ()))
+
+
 def slo_attainment(requests: pd.DataFrame, ttft_slo_s: float | None, tpot_slo_s: float | None,
                    duration_s: float) -> tuple[float, float]:
     """Share of all requests that completed within every SLO given (TTFT; TPOT = (E2E - TTFT) / (output - 1), taken
@@ -146,6 +155,10 @@ class Results:
         notes: facts about the workload a user should know (trace rows kept, lengths fixed or capped).
         step_totals: running step totals (``Recorder.step_totals``); the summary uses them when ``steps`` is empty
             (``output.records: requests``).
+        digest: with ``output.records: summary``, the streaming request metrics: ``requests``, ``adapter_events``
+            and the ITL arrays are then empty, and the summary, ``per_adapter`` and ``per_replica`` come from it
+            (percentiles within 1%, see :mod:`lorasim.metrics.digest`).
+        num_preemptions: preemptions counted by the recorder (the summary's, with a digest).
     """
 
     requests: pd.DataFrame
@@ -159,21 +172,30 @@ class Results:
     notes: tuple[str, ...] = ()
     step_totals: dict | None = None
     adapter_names: tuple[str, ...] = ()
+    digest: RequestDigest | None = None
+    num_preemptions: int = 0
     _summary: dict | None = None
 
     @property
     def summary(self) -> dict:
         """Flat dict of headline metrics (vLLM serving-benchmark names; times in ms where the key says so)."""
         if self._summary is None:
-            s = summarize(self.requests, self.steps, self.adapter_events, self.itl_values_s, self.itl_counts,
-                          self.step_totals)
+            d = self.digest
+            if d is None:
+                s = summarize(self.requests, self.steps, self.adapter_events, self.itl_values_s, self.itl_counts,
+                              self.step_totals)
+            else:
+                s = d.summary(self.step_totals, self.num_preemptions)
             s.update({k: v for k, v in self.info.items() if k not in s})
             m = getattr(self.scenario, "metrics", None)
             if m is not None and (m.ttft_slo_s is not None or m.tpot_slo_s is not None):
-                s["slo_attainment"], s["goodput_rps"] = slo_attainment(self.requests, m.ttft_slo_s, m.tpot_slo_s,
-                                                                       s["duration_s"])
+                s["slo_attainment"], s["goodput_rps"] = (
+                    slo_attainment(self.requests, m.ttft_slo_s, m.tpot_slo_s, s["duration_s"]) if d is None
+                    else d.slo_attainment(s["duration_s"]))
             n = int(self.info.get("num_replicas", 1))
-            if n > 1:  # load balance: completed requests of the busiest replica over the mean (1.0 = even)
+            if n > 1 and d is not None:
+                s["replica_imbalance"] = d.replica_imbalance()
+            elif n > 1:  # load balance: completed requests of the busiest replica over the mean (1.0 = even)
                 done = self.requests["finish_time_s"].notna() & ~self.requests["aborted"]
                 per = np.bincount(self.requests.loc[done, "replica"].to_numpy(dtype=np.int64), minlength=n)
                 s["replica_imbalance"] = float(per.max() / per.mean()) if per.sum() else math.nan
@@ -187,6 +209,8 @@ class Results:
         ``num_completed``, ``num_aborted``, ``num_cancelled``, ``num_unfinished``, ``num_starved_requests``,
         ``max_queue_wait_s``, ``ttft_ms_mean``, ``ttft_ms_p99``, ``adapter_hit_rate`` (share of first schedulings that
         found the adapter in a GPU slot; NaN for the base model)."""
+        if self.digest is not None:
+            return self.digest.per_adapter()
         r = self.requests
         key = r["adapter"].astype("object").where(r["adapter"].notna(), "(base)")
         done = r["finish_time_s"].notna() & ~r["aborted"]
@@ -220,6 +244,8 @@ class Results:
     def per_replica(self) -> pd.DataFrame:
         """One row per replica (index ``replica``): ``num_requests``, ``num_completed``, ``ttft_ms_mean``,
         ``ttft_ms_p99``, ``gpu_adapter_loads``, ``num_steps`` (0 without a steps table)."""
+        if self.digest is not None:
+            return self.digest.per_replica()
         n = int(self.info.get("num_replicas", 1))
         r = self.requests
         done = r["finish_time_s"].notna() & ~r["aborted"]
@@ -255,13 +281,20 @@ class Results:
             _atomic_write(p, writer)
             written.append(p)
 
-        put("requests.parquet", lambda t: self.requests.to_parquet(t, index=False))
         out_cfg = self.scenario.output
+        tables = self.digest is None  # records: summary keeps no request rows and no adapter events
+        if tables:
+            put("requests.parquet", lambda t: self.requests.to_parquet(t, index=False))
+        elif (out / "requests.parquet").exists():
+            (out / "requests.parquet").unlink()  # from an earlier run: it would not match this one
         if getattr(out_cfg, "steps", True) and getattr(out_cfg, "records", "full") == "full":
             put("steps.parquet", lambda t: self.steps.to_parquet(t, index=False))
         elif (out / "steps.parquet").exists():
             (out / "steps.parquet").unlink()  # from an earlier run: it would not match this one
-        put("adapter_events.parquet", lambda t: self.adapter_events.to_parquet(t, index=False))
+        if tables:
+            put("adapter_events.parquet", lambda t: self.adapter_events.to_parquet(t, index=False))
+        elif (out / "adapter_events.parquet").exists():
+            (out / "adapter_events.parquet").unlink()
         put("per_adapter.csv", lambda t: self.per_adapter.to_csv(t))
         if int(self.info.get("num_replicas", 1)) > 1:
             put("per_replica.csv", lambda t: self.per_replica.to_csv(t))

@@ -102,3 +102,17 @@ class LinearStepTimeModel:
     def step_time_s(self, batch: BatchStats) -> float:
         """Seconds the step takes (always >= ``min_step_s`` > 0)."""
         return max(self.step_time_ms_unclamped(batch) / 1000.0, self.min_step_s)
+
+    def decode_step_s(self, num_decode_seqs: int, num_decode_context_tokens: int, num_lora_tokens: int,
+                      num_distinct_adapters: int, batch_changed: bool) -> float:
+        """:meth:`step_time_s` of a step that only decodes, without building its :class:`BatchStats` (the engine's
+        steady steps): the same additions in the same order, less those of zero terms, so the same float."""
+        ms = self.base_ms + self.decode_seq_ms * num_decode_seqs
+        ms = ms + self.decode_context_token_ms * num_decode_context_tokens
+        ms = ms + self.lora_always_ms
+        if num_lora_tokens > 0 or num_distinct_adapters > 0:
+            ms += (self.lora_active_ms + self.lora_token_ms * num_decode_seqs
+                   + self.lora_adapter_ms * num_distinct_adapters)
+            if batch_changed:
+                ms += self.lora_batch_change_ms
+        return max(ms / 1000.0, self.min_step_s)

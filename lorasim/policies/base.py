@@ -387,8 +387,9 @@ class Scheduler(ABC):
     steady_decode_is_stable: ClassVar[bool] = False
     """Promise that lets the engine skip :meth:`schedule` (see ``Replica._steady_steps``): once a plan only decodes
     the DecodeGroup in bulk (no admission, no preemption, no abort), every later plan is that same bulk decode until
-    a request arrives, completes or is cancelled, or the decoders' KV growth no longer fits; and :meth:`on_step_end`
-    does nothing for such plans. True only for policies whose admission failures cannot clear by themselves over
+    a request arrives, completes or is cancelled, or the decoders' KV growth no longer fits; with nothing waiting
+    and every running request a steady decoder within the token budget, the plan is that bulk decode (or, on KV
+    shortage, a preemption); and :meth:`on_step_end` does nothing for such plans. True only for policies whose admission failures cannot clear by themselves over
     time (vLLM's: a full adapter set, token budget, ``max_num_seqs`` or KV blocks, all fixed or shrinking while
     only decodes run). Leave it False for time-dependent or stateful policies."""
 

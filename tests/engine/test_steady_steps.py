@@ -48,6 +48,10 @@ def test_identical_to_step_by_step(overrides):
 def test_light_load_skips_most_scheduler_calls():
     fast_sim, fast, _, _ = both(CONFIGS[0])
     assert fast_sim.replica.num_steady_steps > 0.8 * len(fast.steps)
+    # at light load nothing waits: only the steps that admit a request need the scheduler; the pure decode step
+    # after a prefill and the steps that complete requests are steady steps
+    scheduled = len(fast.steps) - fast_sim.replica.num_steady_steps
+    assert scheduled == int((fast.steps["num_prefill_seqs"] > 0).sum())
 
 
 def test_off_for_stateful_schedulers_overlapped_loads_and_checking_recorders():

@@ -23,24 +23,34 @@ class VllmScheduler(Scheduler):
         admit_skip(view, b)
 
 
+SCAN_SKIPS = 32  # requests a full-adapter-set scan skips one by one before it looks up the eligible ones by adapter
+
+
 def admit_skip(view: ReplicaView, b: PlanBuilder) -> None:
-    """vLLM V1's admission scan (see :class:`VllmScheduler`); other policies reuse it for their FCFS phases."""
+    """vLLM V1's admission scan (see :class:`VllmScheduler`); other policies reuse it for their FCFS phases.
+
+    Once the step's adapter set is full, only requests for its adapters and the base model can join: the scan walks
+    on skipping the others until it has skipped ``SCAN_SKIPS`` of them, then visits just the eligible ones
+    (:func:`admit_eligible`), so that a long queue of requests for other adapters costs O(adapters), not O(queue).
+    Both visit the eligible requests in queue order, so the admissions are the same.
+    """
+    if b.token_budget <= 0 or b.num_running >= b.limits.max_num_seqs:
+        return  # the first request the scan tried would stop it (NO_TOKENS / NO_SEQS): nothing can be admitted
     adapters, cap = b.adapters, b.max_loras
     index = view.waiting_by_adapter
     full = len(adapters) >= cap
-    if full and index is not None:
-        admit_eligible(b, index, after_qpos=None)
-        return
+    skips = 0
     for seq in view.waiting:
         a = seq.adapter
         if full and a is not None and a not in adapters:
+            skips += 1
+            if skips > SCAN_SKIPS and index is not None:
+                admit_eligible(b, index, after_qpos=seq._qpos)
+                return
             continue  # skip: the fast path of try_admit's ADAPTER_CAP
         r = b.try_admit(seq)
         if r is Admit.OK:
             full = len(adapters) >= cap
-            if full and index is not None:
-                admit_eligible(b, index, after_qpos=seq._qpos)
-                return
         elif r is not Admit.ADAPTER_CAP:
             break
 
