@@ -150,8 +150,9 @@ class Planner:
             return self._simulate(sc)
         import lorasim
 
-        lean = sc.model_copy(update={"output": sc.output.model_copy(update={"records": "requests"})})  # same summary
-        return lorasim.simulate(lean, data_dir=self.data_dir).summary
+        from lorasim.sweep import lean_records
+
+        return lorasim.simulate(lean_records(sc), data_dir=self.data_dir).summary
 
     def trial(self, extra: list[str], rate_factor: float = 1.0, label: dict | None = None) -> Trial:
         summaries = []

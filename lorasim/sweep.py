@@ -200,12 +200,21 @@ class Sweep:
         return table
 
 
+def lean_records(sc):
+    """The scenario with ``output.records: requests`` where it keeps ``full`` (the summary is the same without the
+    per-step table); ``requests`` and ``summary`` are left as they are."""
+    if sc.output.records != "full":
+        return sc
+    return sc.model_copy(update={"output": sc.output.model_copy(update={"records": "requests"})})
+
+
 def run_point(scenario: str | None, overrides: list[str], data_dir: str | None) -> dict:
     """Simulate one point and return its summary (top level: picklable for worker processes and Dask). Only the
-    summary is kept, so the point keeps no per-step table (``output.records: requests``; same summary)."""
+    summary is kept, so the point keeps no per-step table (``output.records: full`` becomes ``requests``: same
+    summary; ``summary`` is kept)."""
     import lorasim
 
-    sc = lorasim.load_scenario(scenario, overrides=[*overrides, "output.records=requests"])
+    sc = lean_records(lorasim.load_scenario(scenario, overrides=overrides))
     res = lorasim.simulate(sc, data_dir=data_dir)
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in res.summary.items()}
 

@@ -4,6 +4,7 @@ directories; the functions take the tables directly for notebooks."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,9 @@ def _plt():
 
 def latency_cdfs(requests: pd.DataFrame, path: str | Path) -> Path:
     """CDFs of TTFT, TPOT and E2E latency of the completed requests (ms, log x), one panel each."""
+    if not len(requests):
+        raise LorasimError("no requests table: run with output.records: full or requests for latency CDFs "
+                           "(records: summary keeps none)")
     plt = _plt()
     done = requests[requests["finish_time_s"].notna() & ~requests["aborted"]]
     tpot = (done["e2el_s"] - done["ttft_s"]) / (done["output_tokens"] - 1).where(done["output_tokens"] > 1)
@@ -142,6 +146,8 @@ def plot_dir(src: str | Path, out: str | Path | None = None,
                                       out / "adapter_waits.png"))
     elif (src / "per_adapter.csv").exists():  # records: summary: no request or step rows
         made.append(adapter_waits(pd.read_csv(src / "per_adapter.csv", index_col="adapter"), out / "adapter_waits.png"))
+        print(f"lorasim: note: {src} holds no requests.parquet (output.records: summary): no latency CDFs or "
+              f"timeline", file=sys.stderr)
     else:
         raise LorasimError(f"{src}: neither a run (requests.parquet) nor a sweep (sweep.parquet) output directory")
     return made

@@ -65,7 +65,7 @@ class OutputConfig(InputModel):
     dir: str | None = None
     """Output directory; unset: print the summary only."""
     steps: bool = True
-    """Write ``steps.parquet`` (one row per engine step)."""
+    """Write ``steps.parquet`` (one row per engine step; only ``records: full`` keeps that table)."""
     records: Literal["full", "requests", "summary"] = "full"
     """What the run keeps in memory: ``full`` (the requests table and one row per engine step), ``requests`` (no
     per-step table: step totals only, for long runs and sweeps; ``steps.parquet`` is not written and the step-derived

@@ -3,11 +3,12 @@ memory that does not grow with the number of requests.
 
 Each request is folded in when it ends (completes, is aborted or cancelled) and the engine then drops it; requests
 still in flight when the run stops are folded in at the end. Counts, token totals, means, maxima, hit rates and SLO
-attainment are exact (means up to the order of float additions). Percentiles come from DDSketch (Masson, Rim and
-Lee, "DDSketch: a fast and fully-mergeable quantile sketch with relative-error guarantees", VLDB 2019; the
-``ddsketch`` package): a reported p-th percentile is within ``RELATIVE_ACCURACY`` (1%) of the order statistic at rank
+attainment are exact (means up to the order of float additions). A percentile over at most ``EXACT_UP_TO`` samples
+(``EXACT_UP_TO_GROUP`` for one adapter's or replica's TTFT) is exact (the samples are kept, and interpolated as ``records: full`` does); over more it comes from DDSketch
+(Masson, Rim and Lee, "DDSketch: a fast and fully-mergeable quantile sketch with relative-error guarantees", VLDB
+2019; the ``ddsketch`` package): within ``RELATIVE_ACCURACY`` (1%) of the order statistic at rank
 ``floor(p/100 * (n - 1))``, where ``records: full`` interpolates linearly between that one and the next (numpy's
-default).
+default). Sketch values sit on a logarithmic grid about 2% wide, so two metrics can report the same value.
 """
 
 from __future__ import annotations
@@ -18,22 +19,60 @@ import numpy as np
 import pandas as pd
 from ddsketch import DDSketch
 
-from lorasim.metrics.summary import PERCENTILES
+from lorasim.metrics.summary import PERCENTILES, weighted_percentile
 
 RELATIVE_ACCURACY = 0.01
+EXACT_UP_TO = 1000  # samples a metric keeps for exact percentiles before it relies on its sketch alone
+EXACT_UP_TO_GROUP = 100  # the same for each adapter's and replica's TTFT (there can be thousands of adapters)
 BASE = "(base)"
 
 
-def _sketch_stats(prefix: str, sk: DDSketch, out: dict) -> None:
-    """``{prefix}_ms_mean`` and ``{prefix}_ms_p50/p90/p99`` from a sketch of seconds (NaN when empty)."""
-    if sk.count:
-        out[f"{prefix}_ms_mean"] = sk.sum / sk.count * 1000.0
-        for p in PERCENTILES:
-            out[f"{prefix}_ms_p{p}"] = sk.get_quantile_value(p / 100.0) * 1000.0
-    else:
-        out[f"{prefix}_ms_mean"] = math.nan
-        for p in PERCENTILES:
-            out[f"{prefix}_ms_p{p}"] = math.nan
+class Quantiles:
+    """One metric's samples: count and sum exact, percentiles exact up to ``exact_up_to`` samples, then DDSketch.
+
+    Memory: at most ``exact_up_to`` kept samples plus the sketch's buckets (a few hundred for latencies).
+    """
+
+    __slots__ = ("sketch", "exact_up_to", "_values", "_weights")
+
+    def __init__(self, exact_up_to: int = EXACT_UP_TO):
+        self.sketch = DDSketch(RELATIVE_ACCURACY)
+        self.exact_up_to = exact_up_to
+        self._values: list[float] | None = []
+        self._weights: list[float] = []
+
+    def add(self, value: float, weight: float = 1.0) -> None:
+        self.sketch.add(value, weight)
+        if self._values is not None:
+            if self.sketch.count > self.exact_up_to:
+                self._values = None  # too many to keep: the sketch alone from now on
+                self._weights = []
+            else:
+                self._values.append(value)
+                self._weights.append(weight)
+
+    @property
+    def count(self) -> float:
+        return self.sketch.count
+
+    def mean(self) -> float:
+        """Mean of the samples (NaN when there are none)."""
+        return self.sketch.sum / self.sketch.count if self.sketch.count else math.nan
+
+    def percentile(self, p: float) -> float:
+        """The ``p``-th percentile (``p`` in [0, 100]); NaN when there are no samples."""
+        if not self.sketch.count:
+            return math.nan
+        if self._values is not None:
+            return weighted_percentile(np.asarray(self._values), np.asarray(self._weights, dtype=np.int64), p)
+        return self.sketch.get_quantile_value(p / 100.0)
+
+
+def _quantile_stats(prefix: str, q: Quantiles, out: dict) -> None:
+    """``{prefix}_ms_mean`` and ``{prefix}_ms_p50/p90/p99`` from samples in seconds (NaN when there are none)."""
+    out[f"{prefix}_ms_mean"] = q.mean() * 1000.0
+    for p in PERCENTILES:
+        out[f"{prefix}_ms_p{p}"] = q.percentile(p) * 1000.0
 
 
 class _Group:
@@ -46,7 +85,7 @@ class _Group:
         self.completed = self.aborted = self.cancelled = self.starved = self.routed = 0
         self.max_queue_wait_s = math.nan
         self.hits = self.hit_n = self.gpu_loads = 0
-        self.ttft = DDSketch(RELATIVE_ACCURACY)  # seconds, every request that produced a first token
+        self.ttft = Quantiles(EXACT_UP_TO_GROUP)  # seconds, every request that produced a first token
 
 
 class RequestDigest:
@@ -72,8 +111,7 @@ class RequestDigest:
         self.num_replicas = num_replicas
         self.ttft_slo_s, self.tpot_slo_s = ttft_slo_s, tpot_slo_s
         self.slo = ttft_slo_s is not None or tpot_slo_s is not None
-        self.ttft, self.tpot, self.e2el, self.queue_wait = (DDSketch(RELATIVE_ACCURACY) for _ in range(4))
-        self.itl = DDSketch(RELATIVE_ACCURACY)
+        self.ttft, self.tpot, self.e2el, self.queue_wait, self.itl = (Quantiles() for _ in range(5))
         self.completed = self.aborted = self.cancelled = self.unfinished = 0
         self.input_tokens = self.output_tokens = 0
         self.max_finish_s = -math.inf
@@ -179,6 +217,8 @@ class RequestDigest:
     def refused(self, first: int, end: int) -> None:
         """Requests ``first..end-1`` were refused by their client without becoming sequences (aborted)."""
         self.aborted += end - first
+        if self.num_replicas == 1:  # a single replica's requests are all its own, refused ones too
+            self._replica(0).routed += end - first
         idx = self._adapter_index[first:end]
         names = self.index_names
         for i, k in zip(*np.unique(idx, return_counts=True)):
@@ -187,6 +227,8 @@ class RequestDigest:
     def never_created(self, count: int) -> None:
         """``count`` requests never became sequences and were not refused (a horizon stopped the run first)."""
         self.unfinished += count
+        if self.num_replicas == 1:
+            self._replica(0).routed += count
 
     # ---- results -----------------------------------------------------------------------------------------
     def summary(self, step_totals: dict, num_preemptions: int) -> dict:
@@ -201,11 +243,11 @@ class RequestDigest:
         out["request_throughput_rps"] = n_done / duration if ok else math.nan
         out["output_throughput_tok_s"] = self.output_tokens / duration if ok else math.nan
         out["total_throughput_tok_s"] = (self.input_tokens + self.output_tokens) / duration if ok else math.nan
-        _sketch_stats("ttft", self.ttft, out)
-        _sketch_stats("tpot", self.tpot, out)
-        _sketch_stats("itl", self.itl, out)
-        _sketch_stats("e2el", self.e2el, out)
-        _sketch_stats("queue_wait", self.queue_wait, out)
+        _quantile_stats("ttft", self.ttft, out)
+        _quantile_stats("tpot", self.tpot, out)
+        _quantile_stats("itl", self.itl, out)
+        _quantile_stats("e2el", self.e2el, out)
+        _quantile_stats("queue_wait", self.queue_wait, out)
         out["gpu_adapter_loads"] = self.gpu_loads
         out["disk_adapter_loads"] = self.disk_loads
         out["gpu_adapter_hit_rate"] = self.hits / self.hit_n if self.hit_n else math.nan
@@ -246,8 +288,7 @@ class RequestDigest:
                 "num_aborted": g.aborted, "num_cancelled": g.cancelled,
                 "num_unfinished": n - g.completed - g.aborted - g.cancelled, "num_starved_requests": g.starved,
                 "max_queue_wait_s": g.max_queue_wait_s,
-                "ttft_ms_mean": g.ttft.sum / g.ttft.count * 1000.0 if g.ttft.count else math.nan,
-                "ttft_ms_p99": g.ttft.get_quantile_value(0.99) * 1000.0 if g.ttft.count else math.nan,
+                "ttft_ms_mean": g.ttft.mean() * 1000.0, "ttft_ms_p99": g.ttft.percentile(99) * 1000.0,
                 "adapter_hit_rate": g.hits / g.hit_n if g.hit_n else math.nan,
             })
         return pd.DataFrame(rows).set_index("adapter")
@@ -259,8 +300,7 @@ class RequestDigest:
             g = self.replicas.get(r) or _Group()
             rows.append({
                 "replica": r, "num_requests": g.routed, "num_completed": g.completed,
-                "ttft_ms_mean": g.ttft.sum / g.ttft.count * 1000.0 if g.ttft.count else math.nan,
-                "ttft_ms_p99": g.ttft.get_quantile_value(0.99) * 1000.0 if g.ttft.count else math.nan,
+                "ttft_ms_mean": g.ttft.mean() * 1000.0, "ttft_ms_p99": g.ttft.percentile(99) * 1000.0,
                 "gpu_adapter_loads": g.gpu_loads, "num_steps": self.steps_per_replica[r],
             })
         return pd.DataFrame(rows).set_index("replica")

@@ -145,7 +145,8 @@ class Results:
     """Outputs of one simulation.
 
     Attributes:
-        requests: one row per request (columns: see ``REQUEST_COLUMNS``; times in seconds).
+        requests: one row per request (columns: see ``REQUEST_COLUMNS``; times in seconds); no rows with
+            ``output.records: summary``.
         steps: one row per engine step.
         adapter_events: adapter loads and evictions per tier.
         itl_values_s, itl_counts: inter-token latencies with multiplicities (see ``Recorder``).

@@ -123,3 +123,20 @@ def test_an_edited_scenario_file_is_a_different_sweep(tmp_path):
     f.write_text("workload: {num_requests: 30, arrivals: {kind: poisson, rate: 50}}\n")
     with pytest.raises(ConfigError, match="holds a different sweep"):
         Sweep(f, parse_grid(["engine.max_loras=1,2"])).run(tmp_path / "o")
+
+
+def test_summary_records_are_kept_for_the_points(tmp_path):
+    """A sweep runs its points with ``records: requests`` unless the user asked for ``summary`` (bounded memory)."""
+    import lorasim
+    from lorasim.sweep import run_point
+
+    over = ["workload.num_requests=1200", "adapters.count=3", "engine.max_loras=2", "engine.max_cpu_loras=3"]
+    lean = run_point(None, [*over, "output.records=summary"], None)
+    full = run_point(None, over, None)
+    assert lean["percentile_relative_accuracy"] == 0.01 and "percentile_relative_accuracy" not in full
+    assert lean["num_completed"] == full["num_completed"] == 1200
+    # more TTFT samples than are kept exactly: the p99 comes from the sketch and differs from the exact one
+    assert lean["ttft_ms_p99"] != full["ttft_ms_p99"]
+    assert lean["ttft_ms_p99"] == pytest.approx(full["ttft_ms_p99"], rel=0.05)
+    single = lorasim.simulate(lorasim.load_scenario(None, overrides=[*over, "output.records=summary"]))
+    assert single.summary["ttft_ms_p99"] == lean["ttft_ms_p99"]
