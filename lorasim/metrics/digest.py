@@ -33,23 +33,27 @@ class Quantiles:
     Memory: at most ``exact_up_to`` kept samples plus the sketch's buckets (a few hundred for latencies).
     """
 
-    __slots__ = ("sketch", "exact_up_to", "_values", "_weights")
+    __slots__ = ("sketch", "exact_up_to", "add", "_values", "_weights")
 
     def __init__(self, exact_up_to: int = EXACT_UP_TO):
         self.sketch = DDSketch(RELATIVE_ACCURACY)
         self.exact_up_to = exact_up_to
         self._values: list[float] | None = []
         self._weights: list[float] = []
+        self.add = self._add_and_keep
+        """``add(value, weight=1.0)``: one sample (``weight`` of them)."""
 
-    def add(self, value: float, weight: float = 1.0) -> None:
+    def _add_and_keep(self, value: float, weight: float = 1.0) -> None:
         self.sketch.add(value, weight)
-        if self._values is not None:
-            if self.sketch.count > self.exact_up_to:
-                self._values = None  # too many to keep: the sketch alone from now on
-                self._weights = []
-            else:
-                self._values.append(value)
-                self._weights.append(weight)
+        if self._values is None:  # a caller that held on to this method past the switch
+            return
+        if self.sketch.count > self.exact_up_to:
+            self._values = None  # too many to keep: the sketch alone from now on
+            self._weights = []
+            self.add = self.sketch.add
+        else:
+            self._values.append(value)
+            self._weights.append(weight)
 
     @property
     def count(self) -> float:

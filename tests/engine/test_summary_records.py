@@ -143,3 +143,23 @@ def test_writes_summary_and_per_adapter_only(tmp_path):
     assert [p.name for p in made] == ["adapter_waits.png"]
     with pytest.raises(LorasimError, match="records: summary"):
         latency_cdfs(lean.requests, tmp_path / "cdf.png")
+
+
+def test_quantiles_exact_then_sketched():
+    from lorasim.metrics.digest import Quantiles
+
+    rng = np.random.default_rng(0)
+    values = rng.exponential(0.05, 250)
+    q = Quantiles(exact_up_to=100)
+    add = q.add  # held across the switch to the sketch alone, as the recorder's steady-step loop does
+    for v in values[:100]:
+        add(float(v))
+    assert q.percentile(99) == pytest.approx(float(np.percentile(values[:100], 99)), rel=1e-12)
+    for v in values[100:]:
+        add(float(v))
+    q.add(0.07, 3)  # weighted: three samples
+    allv = np.concatenate([values, [0.07] * 3])
+    assert q.count == 253 and q.mean() == pytest.approx(float(allv.mean()), rel=1e-12)
+    for p in PERCENTILES:
+        assert within_sketch(q.percentile(p), allv, p / 100.0)
+    assert math.isnan(Quantiles().percentile(50)) and math.isnan(Quantiles().mean())
