@@ -32,6 +32,7 @@ SUMMARY_ROWS = (
     ("Queue", ("max_queue_wait_s", "num_starved_requests", "num_preemptions", "max_num_waiting", "kv_cache_tokens")),
     ("SLO", ("slo_attainment", "goodput_rps")),
     ("Cluster", ("num_replicas", "replica_imbalance")),
+    ("Records", ("percentile_relative_accuracy",)),  # records: summary: percentiles over many samples are sketched
 )
 
 
