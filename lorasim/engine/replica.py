@@ -374,42 +374,47 @@ class Replica:
         contexts: list[int] = []
         kv_used: list[int] = []
         running: list[int] = []
+        block_due, free, num_running = g._block_due, kv.free_blocks, len(self._running)
+        sig_version = g.version
+        if decode_step_s is None:  # a model without the shortcut: summarise each step as the step loop does
+            def decode_step_s(n, ctx, n_lora, n_adapters, chg):
+                return perf.step_time_s(BatchStats(num_decode_seqs=n, num_decode_context_tokens=ctx,
+                                                   num_lora_tokens=n_lora, num_distinct_adapters=n_adapters,
+                                                   batch_changed=chg))
         while t < limit:
-            finishing = finish_due.get(g.step)
+            step = g.step
+            finishing = finish_due.get(step)
             if finishing is not None and not inline:
                 break
-            due = g.blocks_due()
-            if due > kv.free_blocks:
+            due = block_due.get(step)
+            due = len(due) if due else 0  # as DecodeGroup.blocks_due
+            if due > free:
                 break
             ctx = g.ctx_sum + num
-            if decode_step_s is not None:
-                step_s = decode_step_s(num, ctx, num_lora, num_adapters, changed)
-            else:
-                step_s = perf.step_time_s(BatchStats(num_decode_seqs=num, num_decode_context_tokens=ctx,
-                                                     num_lora_tokens=num_lora, num_distinct_adapters=num_adapters,
-                                                     batch_changed=changed))
-            end = t + step_s
+            end = t + decode_step_s(num, ctx, num_lora, num_adapters, changed)
             if end > horizon:
                 break
             kv.allocate(due)
+            free -= due
             g.advance(0.0)
             starts.append(t)
             ends.append(end)
             contexts.append(ctx)
             t = end
             changed = False
-            sig = (g.version, [])  # the step's batch (before its completions leave the group)
+            sig_version = g.version  # the step's batch (before its completions leave the group)
             if finishing is None:
                 kv_used.append(kv.used_blocks)
-                running.append(len(self._running))
+                running.append(num_running)
                 continue
             adapters = list(g.adapters)  # the step's (touched once the run ends)
             for seq in list(finishing.values()):  # as _finish_step: their last token came at the step's end
                 g.remove(seq)
                 seq.last_token_time_s = end
                 self._complete(seq, end)
+            free, num_running = kv.free_blocks, len(self._running)
             kv_used.append(kv.used_blocks)
-            running.append(len(self._running))
+            running.append(num_running)
             segments.append((starts, ends, contexts, kv_used, running, num, num_adapters, adapters))
             starts, ends, contexts, kv_used, running = [], [], [], [], []
             num, num_lora, num_adapters = g.num, g.num_lora, len(g.adapters)
@@ -421,7 +426,7 @@ class Replica:
         if not segments:
             self._steady = False
             return None
-        self._batch_sig = sig
+        self._batch_sig = (sig_version, [])
         self._steady_run = segments
         return timeout_at(self.env, t)
 
