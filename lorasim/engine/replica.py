@@ -337,8 +337,9 @@ class Replica:
                 and not self.store.shares_kv)
 
     def _steady_steps(self):
-        """Run, without the scheduler, the pure bulk-decode steps that follow one (the scheduler's
-        ``steady_decode_is_stable`` promise makes each of them the plan it would return), as one SimPy event.
+        """Run, without the scheduler, the pure bulk-decode steps that follow one, or that follow any step after
+        which nothing waits and only steady decoders run (the scheduler's ``steady_decode_is_stable`` promise makes
+        each of them the plan it would return), as one SimPy event.
 
         The run stops before the first step that starts at or after the next arrival or cancellation, whose KV
         growth exceeds the free blocks (the scheduler must preempt), or that would end after ``horizon_s``: those go
