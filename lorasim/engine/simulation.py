@@ -204,11 +204,13 @@ class Simulation:
         # replicas of one host share its disk and PCIe links: gpus_per_host / tensor-parallel GPUs per replica
         per_host = max(1, cl.gpus_per_host // self.profile.tensor_parallel_size)
         host_links: dict[int, dict[str, Link]] = {}
+        exclusive = n == 1 and eng.adapter_load == "blocking"  # one process loads, one adapter at a time
         self.replicas: list[Replica] = []
         for i in range(n):
             links = host_links.get(i // per_host)
             if links is None:
-                links = host_links[i // per_host] = {k: Link(self.env, k, c) for k, c in link_costs.items()}
+                links = host_links[i // per_host] = {k: Link(self.env, k, c, exclusive=exclusive)
+                                                     for k, c in link_costs.items()}
             kv = KVCache(kv_tokens, eng.block_size)
             if i == 0:  # every replica has the same layout and KV capacity
                 check_memory(scenario, self.memory, self.adapters, kv)

@@ -61,3 +61,29 @@ def test_off_for_stateful_schedulers_overlapped_loads_and_checking_recorders():
         assert not sim.replica.fast_forward, overrides or kw
         sim.run()
         assert sim.replica.num_steady_steps == 0
+
+
+@pytest.mark.parametrize("overrides", [CONFIGS[1], CONFIGS[2], CONFIGS[7]])
+def test_exclusive_links_change_nothing(monkeypatch, overrides):
+    """One replica loading inside its steps never queues for a link, so its links skip the SimPy resource
+    (``Link.exclusive``); going through the resource anyway gives the same tables, bit for bit."""
+    from lorasim.engine.link import Link
+
+    sc = lorasim.load_scenario(None, overrides=overrides)
+    fast_sim = Simulation(sc)
+    assert all(link.exclusive for link in (fast_sim.replica.store.disk_link, fast_sim.replica.store.pcie_link))
+    fast = fast_sim.run()
+    original = Link.__init__
+    monkeypatch.setattr(Link, "__init__", lambda self, *a, **kw: original(self, *a, **{**kw, "exclusive": False}))
+    slow = Simulation(sc).run()
+    assert fast.summary["gpu_adapter_loads"] > 0
+    pd.testing.assert_frame_equal(fast.requests, slow.requests, check_exact=True)
+    pd.testing.assert_frame_equal(fast.steps, slow.steps, check_exact=True)
+    pd.testing.assert_frame_equal(fast.adapter_events, slow.adapter_events, check_exact=True)
+    assert json.dumps(fast.summary, sort_keys=True) == json.dumps(slow.summary, sort_keys=True)
+
+
+def test_links_are_shared_resources_with_prefetch_or_replicas():
+    for overrides in (["engine.adapter_load=overlapped"], ["cluster.replicas=2"]):
+        sim = Simulation(lorasim.load_scenario(None, overrides=["workload.num_requests=20", *overrides]))
+        assert not sim.replica.store.pcie_link.exclusive, overrides
