@@ -375,7 +375,6 @@ class Replica:
         contexts: list[int] = []
         kv_used: list[int] = []
         running: list[int] = []
-        block_due, free, num_running = g._block_due, kv.free_blocks, len(self._running)
         sig_version = g.version
         if decode_step_s is None:  # a model without the shortcut: summarise each step as the step loop does
             def decode_step_s(n, ctx, n_lora, n_adapters, chg):
@@ -383,20 +382,17 @@ class Replica:
                                                    num_lora_tokens=n_lora, num_distinct_adapters=n_adapters,
                                                    batch_changed=chg))
         while t < limit:
-            step = g.step
-            finishing = finish_due.get(step)
+            finishing = finish_due.get(g.step)
             if finishing is not None and not inline:
                 break
-            due = block_due.get(step)
-            due = len(due) if due else 0  # as DecodeGroup.blocks_due
-            if due > free:
+            due = g.blocks_due()
+            if due > kv.free_blocks:
                 break
             ctx = g.ctx_sum + num
             end = t + decode_step_s(num, ctx, num_lora, num_adapters, changed)
             if end > horizon:
                 break
             kv.allocate(due)
-            free -= due
             g.advance(0.0)
             starts.append(t)
             ends.append(end)
@@ -404,18 +400,13 @@ class Replica:
             t = end
             changed = False
             sig_version = g.version  # the step's batch (before its completions leave the group)
-            if finishing is None:
-                kv_used.append(kv.used_blocks)
-                running.append(num_running)
-                continue
-            adapters = list(g.adapters)  # the step's (touched once the run ends)
-            for seq in list(finishing.values()):  # as _finish_step: their last token came at the step's end
-                g.remove(seq)
-                seq.last_token_time_s = end
-                self._complete(seq, end)
-            free, num_running = kv.free_blocks, len(self._running)
+            if finishing is not None:
+                adapters = list(g.adapters)  # the step's (touched once the run ends)
+                self._complete_decoders(list(finishing.values()), end)
             kv_used.append(kv.used_blocks)
-            running.append(num_running)
+            running.append(len(self._running))
+            if finishing is None:
+                continue
             segments.append((starts, ends, contexts, kv_used, running, num, num_adapters, adapters))
             starts, ends, contexts, kv_used, running = [], [], [], [], []
             num, num_lora, num_adapters = g.num, g.num_lora, len(g.adapters)
@@ -670,6 +661,14 @@ class Replica:
         if self.client is not None:
             self.client.close(now_s)
 
+    def _complete_decoders(self, seqs: list[Seq], now_s: float) -> None:
+        """Steady decoders that produced their last token at the step ending at ``now_s``: out of the group, done."""
+        g = self.decodes
+        for seq in seqs:
+            g.remove(seq)
+            seq.last_token_time_s = now_s
+            self._complete(seq, now_s)
+
     def _finish_step(self, plan: StepPlan, start_s: float, load_wait_s: float, stats: BatchStats,
                      num_loads: int) -> None:
         now = self.env.now
@@ -700,10 +699,7 @@ class Replica:
         finishing = g.finishing() if plan.bulk_decode else []
         num_bulk_itl += g.num  # every member decoded one token; each had its last one when the previous step ended
         g.advance(load_wait_s)
-        for seq in finishing:
-            g.remove(seq)
-            seq.last_token_time_s = now
-            self._complete(seq, now)
+        self._complete_decoders(finishing, now)
         # sequences that now decode one token per step join the group
         joiners = self.running if not plan.bulk_decode else (s for s, _ in plan.scheduled)
         for seq in joiners:
