@@ -134,20 +134,19 @@ def plot_dir(src: str | Path, out: str | Path | None = None,
 
         keys = list(json.loads((src / "sweep.json").read_text())["grid"])
         made.append(sweep_metrics(pd.read_parquet(src / "sweep.parquet"), keys, out / "sweep.png", metrics))
-    elif (src / "requests.parquet").exists():
-        req = pd.read_parquet(src / "requests.parquet")
-        made.append(latency_cdfs(req, out / "latency_cdf.png"))
-        if (src / "steps.parquet").exists():
-            ev = (pd.read_parquet(src / "adapter_events.parquet") if (src / "adapter_events.parquet").exists()
-                  else pd.DataFrame(columns=["time_s", "replica", "kind", "tier"]))
-            made.append(timeline(pd.read_parquet(src / "steps.parquet"), ev, out / "timeline.png"))
+    elif (src / "requests.parquet").exists() or (src / "per_adapter.csv").exists():
+        if (src / "requests.parquet").exists():
+            made.append(latency_cdfs(pd.read_parquet(src / "requests.parquet"), out / "latency_cdf.png"))
+            if (src / "steps.parquet").exists():
+                ev = (pd.read_parquet(src / "adapter_events.parquet") if (src / "adapter_events.parquet").exists()
+                      else pd.DataFrame(columns=["time_s", "replica", "kind", "tier"]))
+                made.append(timeline(pd.read_parquet(src / "steps.parquet"), ev, out / "timeline.png"))
+        else:  # records: summary: no request or step rows
+            print(f"lorasim: note: {src} holds no requests.parquet (output.records: summary): no latency CDFs or "
+                  f"timeline", file=sys.stderr)
         if (src / "per_adapter.csv").exists():
             made.append(adapter_waits(pd.read_csv(src / "per_adapter.csv", index_col="adapter"),
                                       out / "adapter_waits.png"))
-    elif (src / "per_adapter.csv").exists():  # records: summary: no request or step rows
-        made.append(adapter_waits(pd.read_csv(src / "per_adapter.csv", index_col="adapter"), out / "adapter_waits.png"))
-        print(f"lorasim: note: {src} holds no requests.parquet (output.records: summary): no latency CDFs or "
-              f"timeline", file=sys.stderr)
     else:
         raise LorasimError(f"{src}: neither a run (requests.parquet) nor a sweep (sweep.parquet) output directory")
     return made

@@ -143,8 +143,8 @@ class Recorder:
         :meth:`on_step_end` and :meth:`on_itl` for each, in bulk. Every step decodes ``num_decode_seqs`` sequences
         that all produced a token at the previous step's end, loads nothing and preempts nothing; ``context_tokens``,
         ``kv_used_blocks`` and ``num_running`` (after the step's completions) are per step; only the last step may
-        complete requests (their ``on_complete`` came first). The engine runs steps this way only for a recorder that does not override
-        :meth:`on_step_end` or :meth:`on_itl`, or that overrides this method too."""
+        complete requests (their ``on_complete`` came first). The engine runs steps this way only for a recorder that
+        does not override :meth:`on_step_end` or :meth:`on_itl`, or that overrides this method too."""
         k = len(starts_s)
         durations = [e - s for s, e in zip(starts_s, ends_s)]
         if self.digest is not None:
@@ -180,10 +180,11 @@ class Recorder:
         c["kv_used_blocks"].extend(kv_used_blocks)
 
     def on_adapter_load(self, link: str, adapter: str, start_s: float, end_s: float, size_bytes: int) -> None:
+        tier = "cpu" if link == "disk_to_cpu" else "gpu"
         if self.digest is not None:
-            self.digest.adapter_load("cpu" if link == "disk_to_cpu" else "gpu", self.replica_id)
+            self.digest.adapter_load(tier, self.replica_id)
             return
-        self._event(end_s, "load", "cpu" if link == "disk_to_cpu" else "gpu", adapter, end_s - start_s, size_bytes)
+        self._event(end_s, "load", tier, adapter, end_s - start_s, size_bytes)
 
     def on_adapter_evict(self, tier: str, adapter: str, now_s: float) -> None:
         if self.digest is not None:

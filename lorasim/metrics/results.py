@@ -158,7 +158,7 @@ class Results:
             (``output.records: requests``).
         digest: with ``output.records: summary``, the streaming request metrics: ``requests``, ``adapter_events``
             and the ITL arrays are then empty, and the summary, ``per_adapter`` and ``per_replica`` come from it
-            (percentiles within 1%, see :mod:`lorasim.metrics.digest`).
+            (percentiles exact over few samples, within 1% over many; see :mod:`lorasim.metrics.digest`).
         num_preemptions: preemptions counted by the recorder (the summary's, with a digest).
     """
 
