@@ -17,6 +17,7 @@ flight, the policy chooses among the pinned adapters the step does not use. vLLM
 from __future__ import annotations
 
 from collections.abc import Iterable
+from itertools import filterfalse
 
 import simpy
 
@@ -75,6 +76,7 @@ class AdapterStore:
             self.units = {a: memory.units(s.rank, s.size_bytes) for a, s in specs.items()}
             self.gpu_capacity = memory.capacity_units
         self.gpu_used = 0  # units held by the GPU entries (loading ones included)
+        self._gpu_loading = 0  # GPU entries not yet READY (their loads in flight)
         self._epoch = 0  # bumped whenever a GPU entry is added, becomes ready or is evicted
         self._all_ready: tuple[int, list[str]] | None = None  # (epoch, adapters) of the last all-ready missing()
 
@@ -87,7 +89,10 @@ class AdapterStore:
         if self._all_ready == (self._epoch, adapters):
             return []  # the same adapters as a step that found them all ready, and no GPU entry changed since
         gpu = self.gpu
-        out = [a for a in adapters if gpu.get(a) is not READY]
+        if not self._gpu_loading:  # every entry is ready: missing means absent (checked by loops in C)
+            out = [] if gpu.keys() >= set(adapters) else list(filterfalse(gpu.__contains__, adapters))
+        else:
+            out = [a for a in adapters if gpu.get(a) is not READY]
         self._all_ready = None if out else (self._epoch, list(adapters))
         return out
 
@@ -216,6 +221,8 @@ class AdapterStore:
 
     def _gpu_candidates(self, protect: set[str], pinned_too: bool = False) -> set[str]:
         skip = protect if pinned_too or not self.pinned else protect | self.pinned
+        if not self._gpu_loading:
+            return self.gpu.keys() - skip  # every entry is ready
         return {a for a, st in self.gpu.items() if st is READY and a not in skip}
 
     def _cpu_candidates(self, protect: set[str], pinned_too: bool = False) -> set[str]:
@@ -282,6 +289,8 @@ class AdapterStore:
         yield from link.transfer(size)
         table[a] = READY
         self._epoch += 1
+        if to_gpu:
+            self._gpu_loading -= 1
         policy.on_cost(a, link.cost.transfer_time_s(size))
         policy.on_insert(a, self.env.now)
         if to_gpu:
@@ -294,6 +303,7 @@ class AdapterStore:
         """Give ``a`` its GPU place (its units charged; KV blocks allocated when they share the KV cache)."""
         self._epoch += 1
         self.gpu[a] = done
+        self._gpu_loading += 1
         u = self.units[a]
         self.gpu_used += u
         if self.shares_kv:

@@ -42,7 +42,7 @@ class DecodeGroup:
         self.version = 0
         self._block_due: dict[int, dict[int, Seq]] = {}  # step -> {id(seq): seq} needing a new block in it
         self._finish_due: dict[int, dict[int, Seq]] = {}  # step -> {id(seq): seq} producing their last token in it
-        self._due_step: dict[int, int] = {}  # id(seq) -> its key in _block_due
+        self._due_res: dict[int, int] = {}  # id(seq) -> its due step modulo block_size (its key's residue)
         self._stall_base: dict[int, float] = {}  # id(seq) -> stall_s when it joined
 
     def blocks_due(self) -> int:
@@ -52,7 +52,7 @@ class DecodeGroup:
 
     def is_due(self, seq: Seq) -> bool:
         """True when member ``seq`` needs a new KV block in the step about to run."""
-        return self._due_step.get(id(seq)) == self.step
+        return self._due_res.get(id(seq)) == self.step % self.block_size
 
     def add(self, seq: Seq) -> None:
         """Join a sequence whose next step decodes one token (prefill done, not finished)."""
@@ -69,7 +69,7 @@ class DecodeGroup:
         key = id(seq)
         due = step + (-c) % self.block_size
         self._block_due.setdefault(due, {})[key] = seq
-        self._due_step[key] = due
+        self._due_res[key] = due % self.block_size
         self._finish_due.setdefault(step + seq.max_output_tokens - g - 1, {})[key] = seq
         self._stall_base[key] = self.stall_s
 
@@ -77,7 +77,8 @@ class DecodeGroup:
         """Take a member out, writing its current counters (as of the clock) back into it."""
         key = id(seq)
         c, g = seq.num_computed_tokens, seq.num_output_tokens
-        due_step = self._due_step.pop(key)
+        step, bs = self.step, self.block_size
+        due_step = step + (self._due_res.pop(key) - step) % bs  # the one key of that residue in [step, step + bs)
         due = self._block_due[due_step]
         del due[key]
         if not due:
@@ -116,10 +117,10 @@ class DecodeGroup:
         """
         self.stall_s += load_wait_s
         self.ctx_sum += self.num
-        due = self._block_due.pop(self.step, None)
+        step = self.step
+        due = self._block_due.pop(step, None)
         if due:
-            nxt_step = self.step + self.block_size
-            nxt = self._block_due.setdefault(nxt_step, {})
-            nxt.update(due)
-            self._due_step.update(dict.fromkeys(due, nxt_step))
-        self.step += 1
+            # key step + block_size does not exist yet (keys lie in [step, step + block_size)): the bucket moves
+            # whole, keeping its members' order, and each member's residue stays
+            self._block_due[step + self.block_size] = due
+        self.step = step + 1

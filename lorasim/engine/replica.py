@@ -363,10 +363,20 @@ class Replica:
         limit = min(self.feed.next_due_s, self.cancels.next_s if self.cancels is not None else math.inf)
         horizon = self.horizon_s
         num, num_lora, num_adapters = g.num, g.num_lora, len(g.adapters)
-        finish_due = g._finish_due
+        finish_due, block_due, bs, total = g._finish_due, g._block_due, g.block_size, kv.total_blocks
         inline = self._only_decoders()
         changed = self._batch_sig != (g.version, [])
-        decode_step_s = getattr(perf, "decode_step_s", None)  # a model's shortcut for pure decode steps
+        first_s = getattr(perf, "decode_step_s", None)  # a model's shortcuts for pure decode steps (changed batch,
+        same_s = getattr(perf, "decode_steps_s", None)  # and the same batch again)
+        if first_s is None or same_s is None:  # a model without them: summarise each step as the step loop does
+            def first_s(n, ctx, n_lora, n_adapters, chg):
+                return perf.step_time_s(BatchStats(num_decode_seqs=n, num_decode_context_tokens=ctx,
+                                                   num_lora_tokens=n_lora, num_distinct_adapters=n_adapters,
+                                                   batch_changed=chg))
+
+            def same_s(n, n_lora, n_adapters):
+                return lambda ctx: first_s(n, ctx, n_lora, n_adapters, False)
+        step_s = None  # same_s of the current batch, made when its second step runs
         t = self.env.now
         segments: list[tuple] = []  # runs of steps with the same batch: (starts, ends, contexts, kv_used, running,
         #                             num, num_adapters, adapters)
@@ -375,44 +385,61 @@ class Replica:
         contexts: list[int] = []
         kv_used: list[int] = []
         running: list[int] = []
-        sig_version = g.version
-        if decode_step_s is None:  # a model without the shortcut: summarise each step as the step loop does
-            def decode_step_s(n, ctx, n_lora, n_adapters, chg):
-                return perf.step_time_s(BatchStats(num_decode_seqs=n, num_decode_context_tokens=ctx,
-                                                   num_lora_tokens=n_lora, num_distinct_adapters=n_adapters,
-                                                   batch_changed=chg))
+        sig_version = seg_version = g.version
+        num_running = len(self._running)
+        # the group's clock, context sum and the KV blocks in use, kept in locals (DecodeGroup.advance and
+        # KVCache.allocate inlined) and written back before completions and at the end
+        step, ctx_sum, used = g.step, g.ctx_sum, kv.used_blocks
         while t < limit:
-            finishing = finish_due.get(g.step)
+            finishing = finish_due.get(step)
             if finishing is not None and not inline:
                 break
-            due = g.blocks_due()
-            if due > kv.free_blocks:
+            due_b = block_due.get(step)
+            due = len(due_b) if due_b else 0
+            if used + due > total:
                 break
-            ctx = g.ctx_sum + num
-            end = t + decode_step_s(num, ctx, num_lora, num_adapters, changed)
+            ctx = ctx_sum + num
+            if changed:
+                end = t + first_s(num, ctx, num_lora, num_adapters, True)
+            else:
+                if step_s is None:
+                    step_s = same_s(num, num_lora, num_adapters)
+                end = t + step_s(ctx)
             if end > horizon:
                 break
-            kv.allocate(due)
-            g.advance(0.0)
+            used += due
+            if due_b is not None:  # the bucket moves whole (see DecodeGroup.advance)
+                del block_due[step]
+                if due_b:
+                    block_due[step + bs] = due_b
+            ctx_sum += num
+            step += 1
             starts.append(t)
             ends.append(end)
             contexts.append(ctx)
             t = end
             changed = False
-            sig_version = g.version  # the step's batch (before its completions leave the group)
-            if finishing is not None:
-                adapters = list(g.adapters)  # the step's (touched once the run ends)
-                self._complete_decoders(list(finishing.values()), end)
-            kv_used.append(kv.used_blocks)
-            running.append(len(self._running))
+            sig_version = seg_version  # the step's batch (before its completions leave the group)
             if finishing is None:
+                kv_used.append(used)
+                running.append(num_running)
                 continue
+            g.step, g.ctx_sum, kv.used_blocks = step, ctx_sum, used
+            adapters = list(g.adapters)  # the step's (touched once the run ends)
+            self._complete_decoders(list(finishing.values()), end)
+            step, ctx_sum, used = g.step, g.ctx_sum, kv.used_blocks
+            num_running = len(self._running)
+            kv_used.append(used)
+            running.append(num_running)
             segments.append((starts, ends, contexts, kv_used, running, num, num_adapters, adapters))
             starts, ends, contexts, kv_used, running = [], [], [], [], []
             num, num_lora, num_adapters = g.num, g.num_lora, len(g.adapters)
+            seg_version = g.version
             changed = True  # the next step's batch lacks them
             if not num:
                 break
+            step_s = None
+        g.step, g.ctx_sum, kv.used_blocks = step, ctx_sum, used
         if starts:
             segments.append((starts, ends, contexts, kv_used, running, num, num_adapters, list(g.adapters)))
         if not segments:

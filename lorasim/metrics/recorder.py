@@ -157,9 +157,11 @@ class Recorder:
         if not self.keep_steps:
             t = self.step_totals
             t["num_steps"] += k
-            for d in durations:
-                t["busy_s"] += d
-                t["seq_seconds"] += num_decode_seqs * d
+            busy_s, seq_seconds = t["busy_s"], t["seq_seconds"]
+            for d in durations:  # one addition at a time, as on_step_end does
+                busy_s += d
+                seq_seconds += num_decode_seqs * d
+            t["busy_s"], t["seq_seconds"] = busy_s, seq_seconds
             t["max_num_waiting"] = max(t["max_num_waiting"], len(replica.waiting))
             return
         c = self.steps

@@ -116,3 +116,29 @@ class LinearStepTimeModel:
             if batch_changed:
                 ms += self.lora_batch_change_ms
         return max(ms / 1000.0, self.min_step_s)
+
+    def decode_steps_s(self, num_decode_seqs: int, num_lora_tokens: int, num_distinct_adapters: int):
+        """:meth:`decode_step_s` as a function of the context tokens alone, for consecutive pure decode steps of the
+        same batch (``batch_changed`` False): the terms that do not depend on the context are added once, in the
+        same order, so each call returns the same float as :meth:`decode_step_s`.
+
+        Returns:
+            ``f(num_decode_context_tokens) -> seconds``.
+        """
+        head = self.base_ms + self.decode_seq_ms * num_decode_seqs
+        per_ctx, always, floor = self.decode_context_token_ms, self.lora_always_ms, self.min_step_s
+        if num_lora_tokens > 0 or num_distinct_adapters > 0:
+            lora = (self.lora_active_ms + self.lora_token_ms * num_decode_seqs
+                    + self.lora_adapter_ms * num_distinct_adapters)
+
+            def step_s(ctx: int) -> float:
+                ms = head + per_ctx * ctx
+                ms = ms + always
+                ms += lora
+                return max(ms / 1000.0, floor)
+        else:
+            def step_s(ctx: int) -> float:
+                ms = head + per_ctx * ctx
+                ms = ms + always
+                return max(ms / 1000.0, floor)
+        return step_s

@@ -328,7 +328,10 @@ class PlanBuilder:
             adapters = [a for a in adapters if a not in self.adapters]
         if self._kv_join_cost is not None:
             self.free_blocks -= sum(self._kv_join_cost(a) for a in adapters)
-        self.adapters.update(dict.fromkeys(adapters))
+        if self.adapters:
+            self.adapters.update(dict.fromkeys(adapters))
+        else:
+            self.adapters = dict.fromkeys(adapters)
         plan.adapter_order.extend(adapters)
         st.num_distinct_adapters += len(adapters)
         for seq, n, need in tail_plan:

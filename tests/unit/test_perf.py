@@ -250,14 +250,20 @@ coef = st.floats(min_value=-5.0, max_value=50.0, allow_nan=False)
        lora_share=st.floats(0.0, 1.0), adapters=st.integers(0, 64), changed=st.booleans(),
        min_step_s=st.sampled_from([1e-4, 0.02]))
 def test_decode_step_shortcut_gives_the_same_float(c, num, ctx, lora_share, adapters, changed, min_step_s):
-    """The engine's steady steps use ``decode_step_s``; it must equal ``step_time_s`` bit for bit."""
+    """The engine's steady steps use ``decode_step_s`` (a changed batch) and ``decode_steps_s`` (the same batch
+    again); both must equal ``step_time_s`` bit for bit."""
     m = LinearStepTimeModel(*c, min_step_s=min_step_s)
     lora = int(num * lora_share)
     adapters = min(adapters, lora)
     batch = BatchStats(num_decode_seqs=num, num_decode_context_tokens=ctx, num_lora_tokens=lora,
                        num_distinct_adapters=adapters, batch_changed=changed)
-    assert m.decode_step_s(num, ctx, lora, adapters, changed) == m.step_time_s(batch)
+    same = BatchStats(num_decode_seqs=num, num_decode_context_tokens=ctx, num_lora_tokens=lora,
+                      num_distinct_adapters=adapters, batch_changed=False)
+    models = [m]
     for name in list_profiles():  # and with every shipped profile's fitted coefficients
         shipped = load_profile(name).step_time_model(16, True, 8)
         if isinstance(shipped, LinearStepTimeModel):
-            assert shipped.decode_step_s(num, ctx, lora, adapters, changed) == shipped.step_time_s(batch)
+            models.append(shipped)
+    for model in models:
+        assert model.decode_step_s(num, ctx, lora, adapters, changed) == model.step_time_s(batch)
+        assert model.decode_steps_s(num, lora, adapters)(ctx) == model.step_time_s(same)

@@ -28,11 +28,16 @@ class LruEviction(EvictionPolicy):
         self._order.move_to_end(adapter)
 
     def on_use_many(self, adapters: list[str], now_s: float) -> None:
-        if adapters == self._last:
-            return  # the same uses again: they are already the most recent, in this order
-        move = self._order.move_to_end
-        for a in adapters:
-            move(a)
+        last = self._last
+        if last is not None and adapters[:len(last)] == last:
+            # the same uses again, maybe followed by others: the repeated ones are already the most recent, in
+            # this order, so only the others move
+            if len(adapters) == len(last):
+                return
+            extra = adapters[len(last):]
+        else:
+            extra = adapters
+        any(map(self._order.move_to_end, extra))  # move each to the end, in order (a loop in C: None is falsy)
         self._last = list(adapters)
 
     def on_use_steps(self, adapters: list[str], starts_s: list[float]) -> None:

@@ -56,7 +56,12 @@ def admit_eligible(b: PlanBuilder, index, after_qpos: int | None) -> None:
         index: the waiting queue by adapter (``ReplicaView.waiting_by_adapter``).
         after_qpos: queue position the scan had reached (requests up to it were already considered).
     """
-    lists = [q for q in map(index.get, (*b.adapters, None)) if q]
+    adapters = b.adapters
+    if len(index) <= len(adapters):  # few adapters wait: walk the queue's index instead of the step's adapters
+        lists = [q for a, q in index.items() if q and (a is None or a in adapters)]
+    else:
+        lists = [q for q in map(index.get, (*adapters, None)) if q]
+    # (the lists' order does not matter: queue positions are unique, so the heap never compares list indexes)
     if after_qpos is None:
         heap = [(q[0]._qpos, i, 0) for i, q in enumerate(lists)]  # (queue key of the next entry, list, its index)
     else:  # entries up to after_qpos were admitted by the scan already
