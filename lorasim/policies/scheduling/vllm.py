@@ -58,28 +58,28 @@ def admit_eligible(b: PlanBuilder, index, after_qpos: int | None) -> None:
     """
     adapters = b.adapters
     if len(index) <= len(adapters):  # few adapters wait: walk the queue's index instead of the step's adapters
-        lists = [q for a, q in index.items() if q and (a is None or a in adapters)]
+        lists = (q for a, q in index.items() if q and (a is None or a in adapters))
     else:
-        lists = [q for q in map(index.get, (*adapters, None)) if q]
-    # (the lists' order does not matter: queue positions are unique, so the heap never compares list indexes)
+        lists = filter(None, map(index.get, (*adapters, None)))  # their non-empty queues
+    # heap entries: (queue key of the list's next entry, that entry's index, the list); queue keys are unique, so
+    # entries never tie and the lists themselves are never compared
     if after_qpos is None:
-        heap = [(q[0]._qpos, i, 0) for i, q in enumerate(lists)]  # (queue key of the next entry, list, its index)
+        heap = [(q[0]._qpos, 0, q) for q in lists]
     else:  # entries up to after_qpos were admitted by the scan already
         heap = []
-        for i, q in enumerate(lists):
+        for q in lists:
             p, n = 0, len(q)
             while p < n and q[p]._qpos <= after_qpos:
                 p += 1
             if p < n:
-                heap.append((q[p]._qpos, i, p))
+                heap.append((q[p]._qpos, p, q))
     heapq.heapify(heap)
     while heap:
-        _, i, p = heap[0]
-        q = lists[i]
+        _, p, q = heap[0]
         if b.try_admit(q[p]) is not Admit.OK:
             break
         p += 1
         if p < len(q):
-            heapq.heapreplace(heap, (q[p]._qpos, i, p))
+            heapq.heapreplace(heap, (q[p]._qpos, p, q))
         else:
             heapq.heappop(heap)
