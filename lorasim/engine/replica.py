@@ -368,12 +368,12 @@ class Replica:
         changed = self._batch_sig != (g.version, [])
         first_s = getattr(perf, "decode_step_s", None)  # a model's shortcuts for pure decode steps (changed batch,
         same_s = getattr(perf, "decode_steps_s", None)  # and the same batch again)
-        if first_s is None or same_s is None:  # a model without them: summarise each step as the step loop does
+        if first_s is None:  # a model without them: summarise each step as the step loop does
             def first_s(n, ctx, n_lora, n_adapters, chg):
                 return perf.step_time_s(BatchStats(num_decode_seqs=n, num_decode_context_tokens=ctx,
                                                    num_lora_tokens=n_lora, num_distinct_adapters=n_adapters,
                                                    batch_changed=chg))
-
+        if same_s is None:
             def same_s(n, n_lora, n_adapters):
                 return lambda ctx: first_s(n, ctx, n_lora, n_adapters, False)
         step_s = None  # same_s of the current batch, made when its second step runs

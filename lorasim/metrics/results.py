@@ -282,20 +282,18 @@ class Results:
             _atomic_write(p, writer)
             written.append(p)
 
+        def put_table(name, keep, frame):
+            if keep:
+                put(name, lambda t: frame.to_parquet(t, index=False))
+            else:
+                (out / name).unlink(missing_ok=True)  # from an earlier run: it would not match this one
+
         out_cfg = self.scenario.output
         tables = self.digest is None  # records: summary keeps no request rows and no adapter events
-        if tables:
-            put("requests.parquet", lambda t: self.requests.to_parquet(t, index=False))
-        elif (out / "requests.parquet").exists():
-            (out / "requests.parquet").unlink()  # from an earlier run: it would not match this one
-        if getattr(out_cfg, "steps", True) and getattr(out_cfg, "records", "full") == "full":
-            put("steps.parquet", lambda t: self.steps.to_parquet(t, index=False))
-        elif (out / "steps.parquet").exists():
-            (out / "steps.parquet").unlink()  # from an earlier run: it would not match this one
-        if tables:
-            put("adapter_events.parquet", lambda t: self.adapter_events.to_parquet(t, index=False))
-        elif (out / "adapter_events.parquet").exists():
-            (out / "adapter_events.parquet").unlink()
+        put_table("requests.parquet", tables, self.requests)
+        put_table("steps.parquet", getattr(out_cfg, "steps", True) and getattr(out_cfg, "records", "full") == "full",
+                  self.steps)
+        put_table("adapter_events.parquet", tables, self.adapter_events)
         put("per_adapter.csv", lambda t: self.per_adapter.to_csv(t))
         if int(self.info.get("num_replicas", 1)) > 1:
             put("per_replica.csv", lambda t: self.per_replica.to_csv(t))

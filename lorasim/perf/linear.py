@@ -127,18 +127,14 @@ class LinearStepTimeModel:
         """
         head = self.base_ms + self.decode_seq_ms * num_decode_seqs
         per_ctx, always, floor = self.decode_context_token_ms, self.lora_always_ms, self.min_step_s
+        lora = 0.0  # no LoRA term: adding 0.0 changes no float but -0.0, which the floor (> 0) replaces anyway
         if num_lora_tokens > 0 or num_distinct_adapters > 0:
             lora = (self.lora_active_ms + self.lora_token_ms * num_decode_seqs
                     + self.lora_adapter_ms * num_distinct_adapters)
 
-            def step_s(ctx: int) -> float:
-                ms = head + per_ctx * ctx
-                ms = ms + always
-                ms += lora
-                return max(ms / 1000.0, floor)
-        else:
-            def step_s(ctx: int) -> float:
-                ms = head + per_ctx * ctx
-                ms = ms + always
-                return max(ms / 1000.0, floor)
+        def step_s(ctx: int) -> float:
+            ms = head + per_ctx * ctx
+            ms = ms + always
+            ms += lora
+            return max(ms / 1000.0, floor)
         return step_s

@@ -392,9 +392,10 @@ class Scheduler(ABC):
     the DecodeGroup in bulk (no admission, no preemption, no abort), every later plan is that same bulk decode until
     a request arrives, completes or is cancelled, or the decoders' KV growth no longer fits; with nothing waiting
     and every running request a steady decoder within the token budget, the plan is that bulk decode (or, on KV
-    shortage, a preemption); and :meth:`on_step_end` does nothing for such plans. True only for policies whose admission failures cannot clear by themselves over
-    time (vLLM's: a full adapter set, token budget, ``max_num_seqs`` or KV blocks, all fixed or shrinking while
-    only decodes run). Leave it False for time-dependent or stateful policies."""
+    shortage, a preemption); and :meth:`on_step_end` does nothing for such plans. True only for policies whose
+    admission failures cannot clear by themselves over time (vLLM's: a full adapter set, token budget,
+    ``max_num_seqs`` or KV blocks, all fixed or shrinking while only decodes run). Leave it False for
+    time-dependent or stateful policies."""
 
     def __init__(self, params: BaseModel | None = None):
         self.params = params if params is not None else self.Params()
