@@ -6,7 +6,10 @@ per-adapter Poisson arrivals with ``adapter_rate_values`` (shuffled assignment) 
 ShareGPT Llama-3 empirical lengths, the run's engine limits (NaN ``max_num_seqs``/``max_num_batched_tokens`` ->
 vLLM V1 defaults 256/2048) and seed 0. The client is the benchmark's: one TCP connection per request, at most
 28,232 ports (Linux's default ephemeral range) in flight or in TIME_WAIT (60 s); a request that finds none fails at
-once and does not count (``client`` section; OS defaults, nothing fitted).
+once and does not count (``client`` section; OS defaults, nothing fitted). Adapters take GPU slots as the runs'
+worker did (``engine.adapter_activation: vllm``): one at a time in Python-set order, so a load can evict an adapter
+the same step still needs, which is then loaded again (``LRUCacheWorkerLoRAManager._apply_adapters`` in the runs'
+vLLM fork; nothing fitted).
 
 Window rule (as the benchmark's by-time summary): the simulation stops at the window end (``horizon_s``) and only
 requests finished by then count. Predicted ``total_tok_s`` = (prompt + output tokens of those) / window,
@@ -97,7 +100,8 @@ def build_scenario(row: dict) -> dict:
                    "max_cpu_loras": _int_or(row["max_cpu_loras"], _int(row["max_loras"])),  # vLLM: unset = max_loras
                    "max_lora_rank": _int(row["max_lora_rank"]),
                    "max_num_seqs": _int_or(row["max_num_seqs"], 256),
-                   "max_num_batched_tokens": _int_or(row["max_num_batched_tokens"], 2048)},
+                   "max_num_batched_tokens": _int_or(row["max_num_batched_tokens"], 2048),
+                   "adapter_activation": "vllm"},  # the runs' worker activates a step's adapters one at a time
         "metrics": {"starvation_threshold_s": None},  # not a benchmark metric; its per-step check costs time
         "output": {"records": "requests"},  # the window metrics need the requests only, not a row per step
         "client": BENCHMARK_CLIENT,

@@ -60,6 +60,11 @@ class EngineConfig(InputModel):
     """``blocking``: a step loads its missing adapters one after another, then computes (vLLM). ``overlapped``:
     loads for queued requests start as soon as a slot can take them; a step waits only for adapters not yet
     resident."""
+    adapter_activation: Literal["step", "vllm"] = "step"
+    """How a step's missing adapters take GPU slots. ``step``: together, evicting only adapters the step does not
+    use. ``vllm``: as vLLM's worker does (``LRUCacheWorkerLoRAManager._apply_adapters``), one at a time in the
+    iteration order of a Python set of the step's adapters, each evicting the adapter activated least recently,
+    which may be one the step needs and has not reached yet: that one is then loaded again in the same step."""
     cpu_to_gpu: LinkConfig = LinkConfig()
     """CPU -> GPU (PCIe) link; unset fields from the profile."""
     disk_to_cpu: LinkConfig = LinkConfig()

@@ -29,6 +29,32 @@ from lorasim.workload.adapters import AdapterSpec
 READY = "ready"
 
 
+class SetOrder:
+    """The order in which vLLM's worker walks a step's adapters: that of a Python ``set`` of their ``LoRARequest``
+    objects (``InputBatch.make_lora_inputs``), whose hash is ``hash(lora_name)`` (``vllm/lora/request.py``) and so
+    differs from one server process to the next (string hashing is randomised).
+
+    Each adapter gets a random hash below 2**61 - 1 (a Python int hashes to itself there), drawn once from ``rng``;
+    the order is then that of a real ``set`` of those ints, so table sizes and collisions behave as in CPython.
+
+    Args:
+        names: every adapter's name.
+        rng: the stream the hashes are drawn from (``numpy.random.Generator``).
+    """
+
+    def __init__(self, names: list[str], rng):
+        while True:
+            hashes = rng.integers(0, 2**61 - 1, size=len(names)).tolist()
+            if len(set(hashes)) == len(hashes):  # distinct hashes keep the inverse map exact
+                break
+        self._hash = dict(zip(names, hashes))
+        self._name = dict(zip(hashes, names))
+
+    def __call__(self, adapters: list[str]) -> list[str]:
+        """``adapters`` (distinct) in the set's iteration order, given inserted in their order."""
+        return list(map(self._name.__getitem__, set(map(self._hash.__getitem__, adapters))))
+
+
 class AdapterStore:
     """GPU and CPU adapter caches of one replica, with loads over two links.
 
@@ -177,6 +203,30 @@ class AdapterStore:
                     yield from self._load(a, protect)
                 else:
                     yield st  # a prefetch is bringing it in; re-check when it is done
+
+    def activate(self, adapters: list[str]):
+        """SimPy generator (``adapter_activation: vllm``): activate ``adapters`` one after another in this order, as
+        vLLM's ``LRUCacheWorkerLoRAManager._apply_adapters`` does. Each is used (the GPU policy's ``on_use``) when
+        its turn comes; a missing one evicts the policy's victim among every resident adapter but those already
+        activated, which may be one later in ``adapters``: it is then loaded again when its turn comes.
+
+        Returns:
+            The number of loads (reloads counted).
+        """
+        done: set[str] = set()
+        loads = 0
+        for a in adapters:
+            if self.gpu.get(a) is not READY:
+                loads += 1
+                while self.gpu.get(a) is not READY:
+                    st = self.gpu.get(a)
+                    if st is None:
+                        yield from self._load(a, done)
+                    else:
+                        yield st  # a prefetch is bringing it in; re-check when it is done
+            self.gpu_policy.on_use(a, self.env.now)
+            done.add(a)
+        return loads
 
     def prefetch(self, adapter: str, protect: set[str]) -> bool:
         """Start loading ``adapter`` in the background if both tiers can take it now, without waiting.

@@ -6,6 +6,7 @@ import dataclasses
 import heapq
 import math
 from collections import deque
+from collections.abc import Callable
 from functools import partial
 
 import numpy as np
@@ -85,6 +86,9 @@ class Replica:
         horizon_s: the simulation stops at this time (None: never); steady steps run in one go never cross it.
         client: the benchmark client's connections (None: unlimited); a request that finds none free is aborted
             when it arrives, and every request's connection closes when it completes, is aborted or cancelled.
+        activation_order: None: a step's missing adapters are loaded together, none evicting another the step uses
+            (:meth:`AdapterStore.ensure`); otherwise the order vLLM's worker walks a step's adapters in
+            (:class:`~lorasim.engine.adapters.SetOrder`), activated one at a time (:meth:`AdapterStore.activate`).
         fast_forward: run steady decode steps in one go (:meth:`_steady_steps`) where the scheduler, the load mode
             and the recorder allow it; the results are identical either way (False: one SimPy event per step).
     """
@@ -93,7 +97,8 @@ class Replica:
                  store: AdapterStore, kv: KVCache, perf: StepTimeModel, recorder, feed: ArrivalFeed,
                  overlapped_loads: bool = False, check_invariants: bool = False,
                  starvation: StarvationWatch | None = None, cancels: CancelFeed | None = None,
-                 horizon_s: float | None = None, fast_forward: bool = True, client: ConnectionPool | None = None):
+                 horizon_s: float | None = None, fast_forward: bool = True, client: ConnectionPool | None = None,
+                 activation_order: Callable[[list[str]], list[str]] | None = None):
         self.env = env
         self.replica_id = replica_id
         self.limits = limits
@@ -117,6 +122,7 @@ class Replica:
         self._batch_sig: tuple | None = None  # the previous step's batch (see run: LoRA mapping rebuilt when it changes)
         self.horizon_s = math.inf if horizon_s is None else horizon_s
         self.client = client
+        self.activation_order = activation_order
         rec_cls = type(recorder)
         # client refusals in bulk (SeqTable.reject), unless a recorder subclass wants each abort
         self._bulk_refusals = (client is not None and isinstance(feed.seqs, SeqTable)
@@ -307,9 +313,16 @@ class Replica:
             admitted = self._admit(plan, start, new_blocks, adapters)
             if self.starvation is not None:
                 self.starvation.check(start, admitted, stats.num_distinct_adapters, partial(self._step_seqs, plan))
+            order = self.activation_order
+            if order is not None and adapters:
+                adapters = order(adapters)
             missing = self.store.missing(adapters) if adapters else ()
+            num_loads = len(missing)
             if missing:
-                yield from self.store.ensure(missing, set(adapters))
+                if order is None:
+                    yield from self.store.ensure(missing, set(adapters))
+                else:
+                    num_loads = yield from self.store.activate(adapters)
             load_wait = env.now - start
             self.store.touch(adapters, env.now)
             # the batch as vLLM's LoRA mapping sees it: the steady decoders (by membership) and each listed (seq, n)
@@ -319,7 +332,7 @@ class Replica:
             step_s = self.perf.step_time_s(stats if plan.merged is None else merged_cost(stats)) + plan.extra_time_s
             yield env.timeout(step_s)
             completed = self._completed
-            self._finish_step(plan, start, load_wait, stats, len(missing))
+            self._finish_step(plan, start, load_wait, stats, num_loads)
             self.scheduler.on_step_end(plan, env.now)
             self._steady = self.fast_forward and plan.merged is None and not plan.extra_time_s and (
                 (plan.bulk_decode and not plan.scheduled and not plan.preempted and not plan.aborted
@@ -456,7 +469,8 @@ class Replica:
         for starts, ends, contexts, kv_used, running, num, num_adapters, adapters in segments:
             self.num_steady_steps += len(starts)
             if adapters:
-                self.store.touch_steps(adapters, starts)
+                self.store.touch_steps(adapters if self.activation_order is None else self.activation_order(adapters),
+                                       starts)
             self.recorder.on_steady_steps(self, starts, ends, num, contexts, num_adapters, kv_used, running)
         self._last_step_end_s = segments[-1][1][-1]
 

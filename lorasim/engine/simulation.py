@@ -11,7 +11,7 @@ import pandas as pd
 import simpy
 
 from lorasim.config.scenario import Scenario
-from lorasim.engine.adapters import AdapterStore
+from lorasim.engine.adapters import AdapterStore, SetOrder
 from lorasim.engine.arrivals import ArrivalFeed, CancelFeed, PushFeed
 from lorasim.engine.client import ConnectionPool
 from lorasim.engine.kvcache import KVCache
@@ -229,7 +229,9 @@ class Simulation:
                 overlapped_loads=eng.adapter_load == "overlapped", check_invariants=check_invariants,
                 starvation=self._starvation_watch(scenario),
                 cancels=cancels if n == 1 else (CancelFeed([]) if cancels is not None else None),
-                horizon_s=scenario.horizon_s, fast_forward=fast_forward and n == 1, client=client))
+                horizon_s=scenario.horizon_s, fast_forward=fast_forward and n == 1, client=client,
+                activation_order=(SetOrder(list(specs), self.rngs.get(f"adapter_hash/{i}"))  # a process each
+                                  if eng.adapter_activation == "vllm" else None)))
         self.replica = self.replicas[0]
         self.router = None
         if n > 1:

@@ -44,8 +44,14 @@ scenarios = st.fixed_dictionaries({
 SEEN: Counter = Counter()  # what the examples exercised
 
 
+def activation(w) -> str:
+    """``engine.adapter_activation``, from the drawn seed's parity (a new drawn key would change every example)."""
+    return "vllm" if w["seed"] % 2 else "step"
+
+
 def build(w):
     n_ad = w["num_adapters"]
+    SEEN["vllm_activation_evicting"] += activation(w) == "vllm" and n_ad > w["max_loras"]
     base = 1.0 if n_ad == 0 else w["base_share"]
     arrivals = ({"kind": "burst", "at_s": 0.0} if w["arrivals"] == "burst"
                 else {"kind": w["arrivals"], "rate": w["rate"]})
@@ -63,7 +69,8 @@ def build(w):
         seed=w["seed"], adapters={"count": n_ad, "ranks": [8, 16]}, workload=workload,
         engine={"max_loras": w["max_loras"], "max_cpu_loras": w["max_loras"] + w["extra_cpu"],
                 "max_lora_rank": 16, "max_num_seqs": w["max_num_seqs"], "max_num_batched_tokens": w["budget"],
-                "enable_chunked_prefill": w["chunked"], "kv_cache_tokens": kv_tokens, "adapter_load": w["load"]},
+                "enable_chunked_prefill": w["chunked"], "kv_cache_tokens": kv_tokens, "adapter_load": w["load"],
+                "adapter_activation": activation(w)},
         scheduler={"name": w["scheduler"]}, eviction={"name": w["eviction"]},
         adapter_memory={"name": w["memory"]}, client={"max_connections": w["max_connections"]},
         cluster={"replicas": w["replicas"], "router": {"name": w["router"]}}, **extra)
@@ -99,5 +106,6 @@ def test_random_valid_scenarios_run_and_account_for_every_request(w):
 
 def test_the_examples_covered_the_settings():
     assert SEEN["runs"] == 60
-    for k in ("clusters", "unified", "cancelled", "client_aborts", "unfinished", "preempted"):
+    for k in ("clusters", "unified", "cancelled", "client_aborts", "unfinished", "preempted",
+              "vllm_activation_evicting"):
         assert SEEN[k] > 0, (k, SEEN)
