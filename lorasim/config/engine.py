@@ -61,10 +61,11 @@ class EngineConfig(InputModel):
     loads for queued requests start as soon as a slot can take them; a step waits only for adapters not yet
     resident."""
     adapter_activation: Literal["step", "vllm"] = "step"
-    """How a step's missing adapters take GPU slots. ``step``: together, evicting only adapters the step does not
-    use. ``vllm``: as vLLM's worker does (``LRUCacheWorkerLoRAManager._apply_adapters``), one at a time in the
-    iteration order of a Python set of the step's adapters, each evicting the adapter activated least recently,
-    which may be one the step needs and has not reached yet: that one is then loaded again in the same step."""
+    """How a step's missing adapters take GPU slots (blocking loads; prefetches of ``overlapped`` are unaffected).
+    ``step``: one after another, never evicting an adapter the step uses. ``vllm``: as vLLM's worker does
+    (``LRUCacheWorkerLoRAManager._apply_adapters``), walking the step's adapters in the iteration order of a Python
+    set, each missing one evicting the eviction policy's victim among all but those already walked (under ``lru``:
+    the least recently used), which may be one the step needs later: that one is then loaded again."""
     cpu_to_gpu: LinkConfig = LinkConfig()
     """CPU -> GPU (PCIe) link; unset fields from the profile."""
     disk_to_cpu: LinkConfig = LinkConfig()

@@ -2,7 +2,9 @@
 
 Follows vLLM's ``LRUCacheWorkerLoRAManager``: a GPU miss copies the adapter from the CPU cache into a slot,
 evicting the policy's victim; a CPU miss first reads it from disk into the CPU cache; evicting an adapter from the
-CPU cache also frees its GPU slot. Adapters the current step needs, and adapters in transit, are never evicted.
+CPU cache also frees its GPU slot. Adapters in transit are never evicted, nor (:meth:`AdapterStore.ensure`) are
+adapters the current step needs; with ``engine.adapter_activation: vllm`` (:meth:`AdapterStore.activate`) only
+those the step has already activated are protected, as in vLLM.
 
 How much the GPU tier holds is the adapter-memory layout's business (``adapter_memory``): ``flat`` slots count one
 per adapter up to ``max_loras``; ``rank-paged`` pages count by rank; ``unified`` charges each resident adapter's
@@ -36,6 +38,8 @@ class SetOrder:
 
     Each adapter gets a random hash below 2**61 - 1 (a Python int hashes to itself there), drawn once from ``rng``;
     the order is then that of a real ``set`` of those ints, so table sizes and collisions behave as in CPython.
+    The ints go in in the step's order of first appearance; vLLM inserts in the order adapters joined its persistent
+    batch, which can only matter where two hashes collide in the table.
 
     Args:
         names: every adapter's name.
@@ -51,7 +55,7 @@ class SetOrder:
         self._name = dict(zip(hashes, names))
 
     def __call__(self, adapters: list[str]) -> list[str]:
-        """``adapters`` (distinct) in the set's iteration order, given inserted in their order."""
+        """``adapters`` (distinct) in the iteration order of a set they were inserted into in the given order."""
         return list(map(self._name.__getitem__, set(map(self._hash.__getitem__, adapters))))
 
 
@@ -206,14 +210,15 @@ class AdapterStore:
 
     def activate(self, adapters: list[str]):
         """SimPy generator (``adapter_activation: vllm``): activate ``adapters`` one after another in this order, as
-        vLLM's ``LRUCacheWorkerLoRAManager._apply_adapters`` does. Each is used (the GPU policy's ``on_use``) when
-        its turn comes; a missing one evicts the policy's victim among every resident adapter but those already
-        activated, which may be one later in ``adapters``: it is then loaded again when its turn comes.
+        vLLM's ``LRUCacheWorkerLoRAManager._apply_adapters`` does: a missing one evicts the policy's victim among
+        every resident adapter but those already activated (vLLM touches each in turn, so under LRU its victim is
+        the least recent of the others), which may be one later in ``adapters``: that one is loaded again when its
+        turn comes. Pinned adapters of the step stay protected. The caller then uses ``adapters`` (:meth:`touch`).
 
         Returns:
             The number of loads (reloads counted).
         """
-        done: set[str] = set()
+        done = set(self.pinned.intersection(adapters))
         loads = 0
         for a in adapters:
             if self.gpu.get(a) is not READY:
@@ -224,7 +229,6 @@ class AdapterStore:
                         yield from self._load(a, done)
                     else:
                         yield st  # a prefetch is bringing it in; re-check when it is done
-            self.gpu_policy.on_use(a, self.env.now)
             done.add(a)
         return loads
 
@@ -281,16 +285,17 @@ class AdapterStore:
         return {a for a, st in self.cpu.items()
                 if st is READY and a not in skip and self.gpu.get(a, READY) is READY}
 
-    def _make_room(self, keep: set[str], gpu: bool):
-        """SimPy generator: free one entry of the GPU slots (``gpu``) or of the CPU cache, or wait for a transfer to
-        finish; as a last resort (nothing else evictable, nothing in flight) evict a pinned adapter ``keep`` lacks."""
+    def _make_room(self, keep: set[str], gpu: bool, own: str):
+        """SimPy generator: free one entry of the GPU slots (``gpu``) or of the CPU cache for ``own``, or wait for a
+        transfer to finish; as a last resort (nothing else evictable, nothing in flight) evict a pinned adapter
+        ``keep`` lacks. ``own``'s GPU slot, reserved before its CPU copy exists, is not a transfer to wait for."""
         candidates, evict, policy = ((self._gpu_candidates, self._evict_gpu, self.gpu_policy) if gpu
                                      else (self._cpu_candidates, self._evict_cpu, self.cpu_policy))
         cands = candidates(keep)
         if cands:
             evict(policy.victim(cands))
             return
-        events = self._pending(keep)
+        events = self._pending(keep, own)
         if events:
             yield self.env.any_of(events)
             return
@@ -300,18 +305,20 @@ class AdapterStore:
                                f"{sorted(self.cpu)}); this is a bug: max_cpu_loras >= max_loras must prevent it")
         evict(policy.victim(cands))
 
-    def _pending(self, keep: set[str]) -> list:
-        """Events that fire when transfers finish (those of unprotected adapters if any); empty when none runs."""
+    def _pending(self, keep: set[str], own: str) -> list:
+        """Events that fire when transfers finish (those of unprotected adapters if any); empty when none runs.
+        ``own``'s GPU load is left out: it is the caller's, and it waits for this room."""
         events = [st for t in (self.gpu, self.cpu) for a, st in t.items() if st is not READY and a not in keep]
         if not events:
-            events = [st for t in (self.gpu, self.cpu) for st in t.values() if st is not READY]
+            mine = self.gpu.get(own)
+            events = [st for t in (self.gpu, self.cpu) for st in t.values() if st is not READY and st is not mine]
         return events
 
     def _load(self, a: str, keep: set[str]):
         """SimPy generator: bring ``a`` into a GPU slot (through the CPU cache), evicting or waiting as needed."""
         keep = keep | {a}
         while a not in self.gpu and not self.has_room(a):
-            yield from self._make_room(keep, gpu=True)
+            yield from self._make_room(keep, gpu=True, own=a)
         if a in self.gpu:  # another process started this load while we waited
             return
         done = self.env.event()
@@ -321,7 +328,7 @@ class AdapterStore:
             if st is not None:
                 yield st
             elif len(self.cpu) >= self.max_cpu_loras:
-                yield from self._make_room(keep, gpu=False)
+                yield from self._make_room(keep, gpu=False, own=a)
             else:
                 cpu_done = self.env.event()
                 self.cpu[a] = cpu_done

@@ -519,7 +519,8 @@ class Replica:
         """Validate the plan against every engine invariant and summarise the batch from scratch.
 
         Returns:
-            ``(stats, adapters in order of appearance, KV blocks to allocate after preemptions)``.
+            ``(stats, adapters in order of appearance (the plan's order when a builder made it), KV blocks to allocate
+            after preemptions)``.
 
         Raises:
             PolicyError: the plan breaks an invariant (token budget, ``max_loras``, ``max_num_seqs``, KV capacity,
@@ -582,7 +583,9 @@ class Replica:
                                        or set(plan.adapter_order) != set(adapters)):
             raise PolicyError(f"scheduler {name!r} returned a plan whose summary does not match its batch "
                               f"({plan.stats} vs {stats}); do not edit plan.scheduled after building it")
-        return stats, list(adapters), new_blocks
+        # a builder's plan keeps its own adapter order (checked equal as a set): recency order, and so the run,
+        # must not depend on whether plans are checked
+        return stats, list(adapters if plan.stats is None else plan.adapter_order), new_blocks
 
     def _apply_aborts(self, plan: StepPlan) -> None:
         """Report the waiting requests the scheduler gave up on as aborted, with its reason.

@@ -20,18 +20,18 @@ from tests.helpers import FIXED_LINKS, run, scenario, single
 
 STEP = {"kind": "constant", "step_time_s": 0.01}
 
-NAMES = ["b", "c", "d", "x"]
+NAMES = ["b", "c", "d", "x", "y", "p1", "p2"]
 
 
-def store_with(resident: list[str]) -> tuple[simpy.Environment, AdapterStore]:
+def store_with(resident: list[str], pinned=()) -> tuple[simpy.Environment, AdapterStore]:
     """Three GPU slots holding ``resident`` (used in this order: the first is the least recent), all in the CPU
     cache; CPU->GPU copies take 0.05 s."""
     env = simpy.Environment()
     specs = {a: AdapterSpec(a, 8, ("q_proj",), 1000) for a in NAMES}
     links = {k: Link(env, k, LinkCost(0.05 if k == "cpu_to_gpu" else 0.1, float("inf")), exclusive=True)
              for k in ("disk_to_cpu", "cpu_to_gpu")}
-    store = AdapterStore(env, specs, 3, 4, links["disk_to_cpu"], links["cpu_to_gpu"], LruEviction(), LruEviction(),
-                         Recorder())
+    store = AdapterStore(env, specs, 3, len(NAMES), links["disk_to_cpu"], links["cpu_to_gpu"], LruEviction(),
+                         LruEviction(), Recorder(), pinned=pinned)
     for a in NAMES:
         store.cpu[a] = READY
         store.cpu_policy.on_insert(a, 0.0)
@@ -43,8 +43,8 @@ def store_with(resident: list[str]) -> tuple[simpy.Environment, AdapterStore]:
     return env, store
 
 
-def activate(order: list[str]) -> tuple[int, float, set[str]]:
-    env, store = store_with(["b", "c", "d"])
+def activate(order: list[str], resident=("b", "c", "d"), pinned=()) -> tuple[int, float, set[str]]:
+    env, store = store_with(list(resident), pinned)
     out = {}
 
     def proc():
@@ -65,6 +65,12 @@ def test_a_new_adapter_after_the_others_evicts_the_idle_one():
     # b and c are used first, so d is the least recent when x needs a slot: one copy
     loads, t, gpu = activate(["b", "c", "x"])
     assert (loads, round(t, 9), gpu) == (1, 0.05, {"x", "b", "c"})
+
+
+def test_a_pinned_adapter_the_step_uses_is_never_the_last_resort_victim():
+    # x takes b's slot; y finds only pinned adapters: the fallback evicts p2, not p1, which the step uses
+    loads, t, gpu = activate(["x", "y", "p1"], resident=("p1", "p2", "b"), pinned=("p1", "p2"))
+    assert (loads, round(t, 9), gpu) == (2, 0.1, {"x", "y", "p1"})
 
 
 def test_step_activation_never_evicts_an_adapter_the_step_uses():

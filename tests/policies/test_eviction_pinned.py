@@ -59,6 +59,19 @@ def test_a_step_that_needs_every_slot_evicts_a_pinned_adapter_it_does_not_use():
     assert finish_times(res) == [0.16, 1.31, 1.31, 2.06, 3.06]
 
 
+def test_a_full_cpu_cache_gives_up_a_pinned_adapter_instead_of_waiting_for_itself():
+    # As above with two CPU entries. At 1.15 c has a's GPU slot but the CPU cache holds a (pinned) and b (in the
+    # step): the only transfer in flight is c's own, which waits for this room, so a leaves the CPU cache too. c:
+    # disk 1.15-1.25, copy -1.30. t=2: a is read again (2.0-2.1, copy -2.15) in place of b in both tiers (LRU);
+    # t=3: b in place of c. (Before: c waited for its own load and the run stopped with requests unfinished.)
+    seq = [(0.0, "a"), (1.0, "b"), (1.0, "c"), (2.0, "a"), (3.0, "b")]
+    res = uses(seq, {"name": "lru", "pinned": ["a"]}, max_cpu_loras=2)
+    assert evictions(res) == [(1.15, "a"), (2.0, "b"), (3.0, "c")]
+    assert evictions(res, "cpu") == [(1.15, "a"), (2.0, "b"), (3.0, "c")]
+    assert loads(res) == [(0.15, "a"), (1.15, "b"), (1.3, "c"), (2.15, "a"), (3.15, "b")]
+    assert finish_times(res) == [0.16, 1.31, 1.31, 2.16, 3.16]
+
+
 def test_base_model_never_takes_a_slot():
     # one slot held by a; base-model requests at t=1 and 2 run without touching it; a at t=3 is a hit
     res = uses([(0.0, "a"), (1.0, None), (2.0, None), (3.0, "a")], {"name": "lru"}, max_loras=1)

@@ -49,8 +49,15 @@ def activation(w) -> str:
     return "vllm" if w["seed"] % 2 else "step"
 
 
+def pinned(w) -> list[str]:
+    """``eviction.pinned``: lora-0 in a third of the examples that allow it (fewer pinned than ``max_loras``), from
+    the drawn seed like :func:`activation`."""
+    return ["lora-0"] if w["seed"] % 3 == 0 and w["num_adapters"] and w["max_loras"] >= 2 else []
+
+
 def build(w):
     n_ad = w["num_adapters"]
+    SEEN["pinned"] += bool(pinned(w))
     SEEN["vllm_activation_evicting"] += activation(w) == "vllm" and n_ad > w["max_loras"]
     base = 1.0 if n_ad == 0 else w["base_share"]
     arrivals = ({"kind": "burst", "at_s": 0.0} if w["arrivals"] == "burst"
@@ -71,7 +78,7 @@ def build(w):
                 "max_lora_rank": 16, "max_num_seqs": w["max_num_seqs"], "max_num_batched_tokens": w["budget"],
                 "enable_chunked_prefill": w["chunked"], "kv_cache_tokens": kv_tokens, "adapter_load": w["load"],
                 "adapter_activation": activation(w)},
-        scheduler={"name": w["scheduler"]}, eviction={"name": w["eviction"]},
+        scheduler={"name": w["scheduler"]}, eviction={"name": w["eviction"], "pinned": pinned(w)},
         adapter_memory={"name": w["memory"]}, client={"max_connections": w["max_connections"]},
         cluster={"replicas": w["replicas"], "router": {"name": w["router"]}}, **extra)
 
@@ -107,5 +114,5 @@ def test_random_valid_scenarios_run_and_account_for_every_request(w):
 def test_the_examples_covered_the_settings():
     assert SEEN["runs"] == 60
     for k in ("clusters", "unified", "cancelled", "client_aborts", "unfinished", "preempted",
-              "vllm_activation_evicting"):
+              "vllm_activation_evicting", "pinned"):
         assert SEEN[k] > 0, (k, SEEN)
