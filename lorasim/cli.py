@@ -123,7 +123,8 @@ def run(
     if not as_json:
         console.print(f"[bold]lorasim[/] {scenario if scenario else 'embedded default scenario'}: "
                       f"scheduler={sc.scheduler.name}, max_loras={sc.engine.max_loras}, "
-                      f"max_cpu_loras={sc.engine.cpu_loras}, seed={sc.seed}")
+                      f"max_cpu_loras={sc.engine.cpu_loras}, adapter_activation={sc.engine.adapter_activation}, "
+                      f"seed={sc.seed}")
     res = sim.run(stop_on_interrupt=True)
     for note in res.notes:
         print(f"lorasim: note: {note}", file=sys.stderr)

@@ -86,9 +86,10 @@ class Replica:
         horizon_s: the simulation stops at this time (None: never); steady steps run in one go never cross it.
         client: the benchmark client's connections (None: unlimited); a request that finds none free is aborted
             when it arrives, and every request's connection closes when it completes, is aborted or cancelled.
-        activation_order: None: a step's missing adapters are loaded together, none evicting another the step uses
-            (:meth:`AdapterStore.ensure`); otherwise the order vLLM's worker walks a step's adapters in
-            (:class:`~lorasim.engine.adapters.SetOrder`), activated one at a time (:meth:`AdapterStore.activate`).
+        activation_order: None: a step's missing adapters are loaded one after another, none evicting another the
+            step uses (:meth:`AdapterStore.ensure`); otherwise the order vLLM's worker walks a step's adapters in
+            (:class:`~lorasim.engine.adapters.SetOrder`), each protecting only those before it
+            (:meth:`AdapterStore.activate`).
         fast_forward: run steady decode steps in one go (:meth:`_steady_steps`) where the scheduler, the load mode
             and the recorder allow it; the results are identical either way (False: one SimPy event per step).
     """

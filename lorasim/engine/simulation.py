@@ -252,7 +252,7 @@ class Simulation:
         self.resolved = Scenario.model_validate(resolved)
         self.info = {"kv_cache_tokens": int(kv.total_blocks * kv.block_size), "profile": self.profile.name,
                      "num_adapters": len(self.adapters), "scheduler": scenario.scheduler.name,
-                     "num_replicas": n}
+                     "adapter_activation": eng.adapter_activation, "num_replicas": n}
 
     def _cancel_feed(self, cancel_after_s: np.ndarray | None, due_s: list[float]) -> CancelFeed | None:
         """Set each cancelled request's ``cancel_at_s`` (arrival + delay); the cancellations that fall after the

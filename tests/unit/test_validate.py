@@ -37,6 +37,7 @@ def test_select_and_scenario():
     assert sc["engine"]["max_num_seqs"] == 256 and sc["engine"]["max_num_batched_tokens"] == 2048  # NaN defaults
     assert sc["workload"]["arrivals"]["assignment"] == "shuffled" and sc["seed"] == 0
     assert sc["horizon_s"] == sc["workload"]["duration_s"] == runs[0]["total_time_arg_s"]  # stop at the window end
+    assert sc["engine"]["adapter_activation"] == "vllm"  # the runs' worker activates adapters one at a time
     assert build_scenario(runs[1])["engine"]["max_num_seqs"] == 64
 
 
