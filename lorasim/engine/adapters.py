@@ -201,12 +201,7 @@ class AdapterStore:
         """SimPy generator: make every adapter in ``adapters`` ready on the GPU, one after another (vLLM loads
         them sequentially inside the step). ``protect`` (the step's adapters) is never evicted."""
         for a in adapters:
-            while self.gpu.get(a) is not READY:
-                st = self.gpu.get(a)
-                if st is None:
-                    yield from self._load(a, protect)
-                else:
-                    yield st  # a prefetch is bringing it in; re-check when it is done
+            yield from self._bring(a, protect)
 
     def activate(self, adapters: list[str]):
         """SimPy generator (``adapter_activation: vllm``): activate ``adapters`` one after another in this order, as
@@ -223,14 +218,19 @@ class AdapterStore:
         for a in adapters:
             if self.gpu.get(a) is not READY:
                 loads += 1
-                while self.gpu.get(a) is not READY:
-                    st = self.gpu.get(a)
-                    if st is None:
-                        yield from self._load(a, done)
-                    else:
-                        yield st  # a prefetch is bringing it in; re-check when it is done
+                yield from self._bring(a, done)
             done.add(a)
         return loads
+
+    def _bring(self, a: str, protect: set[str]):
+        """SimPy generator: return once ``a`` is ready on the GPU, loading it (never evicting ``protect``) or waiting
+        for the prefetch already bringing it in."""
+        while self.gpu.get(a) is not READY:
+            st = self.gpu.get(a)
+            if st is None:
+                yield from self._load(a, protect)
+            else:
+                yield st  # a prefetch is bringing it in; re-check when it is done
 
     def prefetch(self, adapter: str, protect: set[str]) -> bool:
         """Start loading ``adapter`` in the background if both tiers can take it now, without waiting.
