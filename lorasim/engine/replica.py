@@ -134,6 +134,8 @@ class Replica:
                              and not check_invariants and plain_recorder)
         self._steady = False  # the last step was a pure bulk decode that completed nothing (see _steady_steps)
         self._steady_run: tuple | None = None
+        self._skipped = 0  # the last scheduled plan's BatchStats.num_skipped_waiting
+        self._steady_skipped = 0  # the steady run's (see _steady_steps)
         self.num_steady_steps = 0  # steps run by _steady_steps (without the scheduler)
         self._completed = 0  # requests completed so far
 
@@ -330,6 +332,7 @@ class Replica:
             sig = (self.decodes.version if plan.bulk_decode else -1, [(id(q), n) for q, n in plan.scheduled])
             stats.batch_changed = sig != self._batch_sig
             self._batch_sig = sig
+            self._skipped = stats.num_skipped_waiting  # what the scan of a repeat of this plan passes over too
             step_s = self.perf.step_time_s(stats if plan.merged is None else merged_cost(stats)) + plan.extra_time_s
             yield env.timeout(step_s)
             completed = self._completed
@@ -380,16 +383,19 @@ class Replica:
         finish_due, block_due, bs, total = g._finish_due, g._block_due, g.block_size, kv.total_blocks
         inline = self._only_decoders()
         changed = self._batch_sig != (g.version, [])
+        # the scheduler's scan in each of these steps: nothing waits (inline), or it passes over what it passed over
+        # in the plan that started the run (the same queue, the same adapters, KV only shrinking: it stops alike)
+        skipped = self._steady_skipped = 0 if inline else self._skipped
         first_s = getattr(perf, "decode_step_s", None)  # a model's shortcuts for pure decode steps (changed batch,
         same_s = getattr(perf, "decode_steps_s", None)  # and the same batch again)
         if first_s is None:  # a model without them: summarise each step as the step loop does
-            def first_s(n, ctx, n_lora, n_adapters, chg):
+            def first_s(n, ctx, n_lora, n_adapters, chg, n_skipped):
                 return perf.step_time_s(BatchStats(num_decode_seqs=n, num_decode_context_tokens=ctx,
                                                    num_lora_tokens=n_lora, num_distinct_adapters=n_adapters,
-                                                   batch_changed=chg))
+                                                   batch_changed=chg, num_skipped_waiting=n_skipped))
         if same_s is None:
-            def same_s(n, n_lora, n_adapters):
-                return lambda ctx: first_s(n, ctx, n_lora, n_adapters, False)
+            def same_s(n, n_lora, n_adapters, n_skipped):
+                return lambda ctx: first_s(n, ctx, n_lora, n_adapters, False, n_skipped)
         step_s = None  # same_s of the current batch, made when its second step runs
         t = self.env.now
         segments: list[tuple] = []  # runs of steps with the same batch: (starts, ends, contexts, kv_used, running,
@@ -414,10 +420,10 @@ class Replica:
                 break
             ctx = ctx_sum + num
             if changed:
-                end = t + first_s(num, ctx, num_lora, num_adapters, True)
+                end = t + first_s(num, ctx, num_lora, num_adapters, True, skipped)
             else:
                 if step_s is None:
-                    step_s = same_s(num, num_lora, num_adapters)
+                    step_s = same_s(num, num_lora, num_adapters, skipped)
                 end = t + step_s(ctx)
             if end > horizon:
                 break
@@ -472,7 +478,8 @@ class Replica:
             if adapters:
                 self.store.touch_steps(adapters if self.activation_order is None else self.activation_order(adapters),
                                        starts)
-            self.recorder.on_steady_steps(self, starts, ends, num, contexts, num_adapters, kv_used, running)
+            self.recorder.on_steady_steps(self, starts, ends, num, contexts, num_adapters, kv_used, running,
+                                          num_skipped_waiting=self._steady_skipped)
         self._last_step_end_s = segments[-1][1][-1]
 
     def _idle(self):
@@ -580,6 +587,12 @@ class Replica:
             need += sum(self.store.kv_join_cost(a) for a in adapters)
         if need > free:
             raise PolicyError(f"scheduler {name!r} needs {need} KV blocks, {free} free")
+        if plan.stats is not None:  # the batch does not tell how far the scheduler's scan went: the plan does
+            stats.num_skipped_waiting = plan.stats.num_skipped_waiting
+            if not 0 <= stats.num_skipped_waiting <= len(self.waiting) - num_admitted:
+                raise PolicyError(f"scheduler {name!r} says its scan skipped {stats.num_skipped_waiting} requests; "
+                                  f"{len(self.waiting) - num_admitted} of the {len(self.waiting)} waiting were not "
+                                  f"admitted")
         if plan.stats is not None and (plan.stats != stats or plan.num_new_blocks != new_blocks
                                        or set(plan.adapter_order) != set(adapters)):
             raise PolicyError(f"scheduler {name!r} returned a plan whose summary does not match its batch "

@@ -24,7 +24,7 @@ class Recorder:
     STEP_COLUMNS = (
         "replica", "start_time_s", "duration_s", "load_wait_s", "num_seqs", "num_prefill_tokens",
         "num_prefill_seqs", "num_decode_seqs", "num_decode_context_tokens", "num_distinct_adapters",
-        "num_adapter_loads", "num_preempted", "num_running", "num_waiting", "kv_used_blocks",
+        "num_adapter_loads", "num_preempted", "num_running", "num_waiting", "kv_used_blocks", "num_skipped_waiting",
     )
     EVENT_COLUMNS = ("time_s", "replica", "kind", "tier", "adapter", "duration_s", "size_bytes")
 
@@ -135,16 +135,18 @@ class Recorder:
         c["num_running"].append(replica.num_running)
         c["num_waiting"].append(len(replica.waiting))
         c["kv_used_blocks"].append(replica.kv.used_blocks)
+        c["num_skipped_waiting"].append(stats.num_skipped_waiting)
 
     def on_steady_steps(self, replica, starts_s: list[float], ends_s: list[float], num_decode_seqs: int,
                         context_tokens: list[int], num_distinct_adapters: int, kv_used_blocks: list[int],
-                        num_running: list[int]) -> None:
+                        num_running: list[int], num_skipped_waiting: int = 0) -> None:
         """Consecutive pure decode steps run in one go (``Replica._steady_steps``): the same records as
         :meth:`on_step_end` and :meth:`on_itl` for each, in bulk. Every step decodes ``num_decode_seqs`` sequences
         that all produced a token at the previous step's end, loads nothing and preempts nothing; ``context_tokens``,
-        ``kv_used_blocks`` and ``num_running`` (after the step's completions) are per step; only the last step may
-        complete requests (their ``on_complete`` came first). The engine runs steps this way only for a recorder that
-        does not override :meth:`on_step_end` or :meth:`on_itl`, or that overrides this method too."""
+        ``kv_used_blocks`` and ``num_running`` (after the step's completions) are per step; the scheduler's scan
+        skips ``num_skipped_waiting`` waiting requests in each; only the last step may complete requests (their
+        ``on_complete`` came first). The engine runs steps this way only for a recorder that does not override
+        :meth:`on_step_end` or :meth:`on_itl`, or that overrides this method too."""
         k = len(starts_s)
         durations = [e - s for s, e in zip(starts_s, ends_s)]
         if self.digest is not None:
@@ -180,6 +182,7 @@ class Recorder:
         c["num_running"].extend(num_running)
         c["num_waiting"].extend([len(replica.waiting)] * k)
         c["kv_used_blocks"].extend(kv_used_blocks)
+        c["num_skipped_waiting"].extend([num_skipped_waiting] * k)
 
     def on_adapter_load(self, link: str, adapter: str, start_s: float, end_s: float, size_bytes: int) -> None:
         tier = "cpu" if link == "disk_to_cpu" else "gpu"

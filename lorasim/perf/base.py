@@ -25,6 +25,9 @@ class BatchStats:
         num_distinct_adapters: distinct adapters among the step's sequences (base model not counted).
         batch_changed: the step's batch differs from the previous step's (a request joined, left, or changed its
             number of tokens); vLLM then rebuilds its LoRA token mapping. False for a repeat of the previous batch.
+        num_skipped_waiting: waiting requests the scheduler's admission scan passed over before it stopped (vLLM V1
+            pops and pushes back each request whose adapter would exceed ``max_loras``): CPU time of the scheduler,
+            which can walk the whole waiting queue every step.
     """
 
     num_prefill_tokens: int = 0
@@ -35,6 +38,7 @@ class BatchStats:
     num_lora_tokens: int = 0
     num_distinct_adapters: int = 0
     batch_changed: bool = False
+    num_skipped_waiting: int = 0
 
     @property
     def num_tokens(self) -> int:

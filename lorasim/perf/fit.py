@@ -72,6 +72,9 @@ VLLM_ASSUMPTIONS = [
     "benchmark (1-token prompts, max_loras 300, rank 8), steps whose batch changed minus steps that repeat the "
     "previous batch; per-run values scatter by about 2-3 ms around it and its dependence on max_loras, rank and "
     "batch size is not identified (a constant is assumed). Base-model servers show about none.",
+    "scheduler_skip_ms is measured with queues of at most 49 waiting requests (loading benchmarks, max_loras 1); "
+    "an overloaded server skips tens of thousands per step, whose objects no longer sit in the CPU caches, so the "
+    "per-request cost there may be higher: the term is then a lower bound.",
     "CPU->GPU bandwidth is capped at 64 GB/s (PCIe 5.0 x16): load times barely change from rank 8 to 32, so the "
     "unconstrained slope implies an impossible bandwidth; the overhead is then refitted.",
 ]
@@ -151,6 +154,51 @@ def fit_batch_change_ms(rows, coef: dict, runs: pd.DataFrame, test_runs: set[str
     return value, report
 
 
+SKIP_EXPERIMENT = "predictor_loading"
+
+
+def fit_scheduler_skip_ms(runs: pd.DataFrame, steps: pd.DataFrame, run_model: str) -> tuple[float, dict]:
+    """``scheduler_skip_ms``: scheduler CPU time per waiting request its admission loop skips (vLLM V1 pops and
+    pushes back each request whose adapter would exceed ``max_loras``).
+
+    Measured on the loading benchmarks (``predictor_loading``: ``num_prompts`` requests, each with its own adapter,
+    all sent at once to a ``max_loras`` 1 server): requests run one at a time, so while request ``k`` decodes, the
+    other ``num_prompts - 1 - k`` wait and are skipped at every step. From the first LoRA step on, step ``i`` serves
+    request ``i // synthetic_output_len``. Per run: the median ``scheduler_time_s`` per number waiting (the first two
+    steps of each request, its admission and adapter load, left out), then the least-squares slope; the value is the
+    median slope of the runs not held out (every 5th run, as for the other terms).
+
+    Returns:
+        (value in ms, named checks: run counts, spread of the per-run slopes, held-out error, intercept).
+    """
+    exp = runs[(runs.model == run_model) & (runs.experiment == SKIP_EXPERIMENT) & (runs.max_loras == 1)]
+    slopes, intercepts = {}, []
+    for r in exp.itertuples():
+        st = steps[steps.run_dir == r.run_dir].sort_values("ts")
+        lora = np.flatnonzero(st.unique_adapters.to_numpy() > 0)
+        n, out_len = int(r.num_prompts), int(r.synthetic_output_len)
+        if not len(lora) or len(st) - lora[0] not in (n * out_len, n * out_len + 1):
+            continue  # not the one-at-a-time layout: the waiting count cannot be rebuilt
+        t_us = st.scheduler_time_s.to_numpy()[lora[0]:] * 1e6
+        i = np.arange(len(t_us))
+        waiting, keep = n - 1 - i // out_len, (i % out_len >= 2) & (i < n * out_len)
+        med = pd.Series(t_us[keep]).groupby(waiting[keep]).median()
+        slope, icpt = np.polyfit(med.index.to_numpy(dtype=float), med.to_numpy(), 1)
+        slopes[r.run_dir] = float(slope) / 1000.0
+        intercepts.append(float(icpt))
+    test_runs = held_out(list(slopes), [SKIP_EXPERIMENT] * len(slopes))
+    train = [v for k, v in slopes.items() if k not in test_runs]
+    test = [v for k, v in slopes.items() if k in test_runs]
+    value = max(0.0, float(np.median(train))) if train else 0.0
+    nan = float("nan")
+    test_err = float(np.median([abs(v - value) for v in test])) if test else nan
+    report = {"scheduler_skip_train_runs": float(len(train)), "scheduler_skip_test_runs": float(len(test)),
+              "scheduler_skip_train_spread_ms": float(np.std(train)) if train else nan,
+              "scheduler_skip_test_median_abs_err_ms": test_err,
+              "scheduler_time_intercept_ms": float(np.median(intercepts)) / 1000.0 if intercepts else nan}
+    return value, report
+
+
 def fit_vllm_profiles(data_dir: Path, generated: str, vidur_ctx: dict) -> list[dict]:
     runs = pd.read_csv(data_dir / FILES["runs"])
     steps = pd.read_csv(data_dir / FILES["steps"])
@@ -172,6 +220,7 @@ def fit_vllm_profiles(data_dir: Path, generated: str, vidur_ctx: dict) -> list[d
         llama_prefill = llama_prefill or coef["prefill_token_ms"]
         coef["lora_batch_change_ms"], change_report = fit_batch_change_ms(
             rows, coef, runs, held_out(rows.run, rows.group))
+        coef["scheduler_skip_ms"], skip_report = fit_scheduler_skip_ms(runs, steps, run_model)
         ev = loads[loads.model == run_model]
         links = {name: fit_link(ev[ev.source == src], shape, PCIE5_X16_BYTES_PER_S)
                  for name, src in (("disk_to_cpu", "disk"), ("cpu_to_gpu", "memory"))}
@@ -214,7 +263,8 @@ def fit_vllm_profiles(data_dir: Path, generated: str, vidur_ctx: dict) -> list[d
             "memory": mem,
             "fit": {"method": "two-stage non-negative least squares on relative error, runs equally weighted; "
                               "every 5th run of each (model, experiment) group held out",
-                    "datasets": stats | {"kv_capacity": mem_stats}, "checks": checks | change_report},
+                    "datasets": stats | {"kv_capacity": mem_stats},
+                    "checks": checks | change_report | skip_report},
         }
         if model == "qwen-2.5-7b":
             profile["fit"]["checks"] |= _max_loras_check(runs, rows, coef)
@@ -260,6 +310,7 @@ def fit_vidur_profiles(data_dir: Path, generated: str, ctx: dict, llama31: dict)
             coef[k] = ls[k] * r_step
         for k in ("lora_token_rank_ms", "lora_token_slot_ms", "lora_prefill_token_slot_ms"):
             coef[k] = ls[k] * r_tok
+        coef["scheduler_skip_ms"] = ls["scheduler_skip_ms"]  # vLLM's scheduler on the host CPU: carried over
         cpu_link = dict(llama31["adapter_load"]["cpu_to_gpu"], bandwidth_bytes_per_s=bw[dev] * 1e9, n_events=0,
                         mape=None,
                         source=f"{FILES['pcie']} H2D {bw[dev]} GB/s; overhead from llama-3.1-8b_h100-64gb")
@@ -297,6 +348,7 @@ def fit_vidur_profiles(data_dir: Path, generated: str, ctx: dict, llama31: dict)
                     "LoRA terms = llama-3.1-8b_h100-64gb's (vLLM V1 runs): token terms x prefill_token_ms ratio x "
                     f"adapter-size ratio ({adapter_ratio:.3f}); per-step, per-slot and per-adapter terms x the batch-1 "
                     "decode step ratio. There is no LoRA measurement for this model or GPU.",
+                    "scheduler_skip_ms = llama-3.1-8b_h100-64gb's as is (CPU time of vLLM's scheduler loop, not GPU).",
                     "Memory: 80 GiB; reserve = Llama-2-7B weights + Llama-3.1-8B's non-weight reserve; per-seq "
                     "reserve scaled by vocabulary; LoRA slot bytes scaled by adapter size.",
                     f"CPU->GPU bandwidth = nominal H2D {bw[dev]} GB/s ({FILES['pcie']}), overhead = vLLM's fitted "

@@ -20,6 +20,8 @@ returns seconds. The form, term by term (``n_*`` from :class:`~lorasim.perf.base
             + lora_adapter_ms    * num_distinct_adapters     # per adapter segment (its weights are read)
             + lora_prefill_token_slot_ms * num_prefill_tokens * max_loras  # prefill-heavy LoRA steps cost more
             + lora_batch_change_ms   if the batch differs from the previous step's (vLLM rebuilds the LoRA mapping)
+      and, whatever the batch:
+            + scheduler_skip_ms * num_skipped_waiting        # the scheduler's scan passes over adapter-blocked requests
 
 The LoRA token terms use **all** tokens of a LoRA-active step, not only ``num_lora_tokens``: vLLM's V1 Triton LoRA
 kernels size their launch grid by the whole batch (``cdiv(num_tokens, BLOCK_M)`` x slots) and are skipped only when
@@ -32,6 +34,11 @@ max_loras-1 runs show no such cost and max_loras 400 vs 300 slows the same bench
 calibration benchmarks (closed loop, all requests sent at once) few steps change batch; in open-loop serving almost
 every step does. It is measured within each run, changed against unchanged steps (:func:`lorasim.perf.fit.
 fit_batch_change_ms`); base-model servers show no such difference.
+``scheduler_skip_ms`` is CPU time in vLLM's scheduler: each step its admission loop pops every waiting request whose
+adapter would exceed ``max_loras`` and pushes it back (``vllm/v1/core/sched/scheduler.py``), until a request stops
+the scan; an overloaded server with more adapters than slots walks its whole waiting queue (tens of thousands of
+requests) every step. Measured on the scheduler's own timer (``scheduler_time_s``) against the number of requests
+skipped (:func:`lorasim.perf.fit.fit_scheduler_skip_ms`).
 See ``lorasim/perf/fit.py`` for the data each term is fitted on.
 """
 
@@ -65,6 +72,7 @@ class LinearStepTimeModel:
         lora_prefill_token_ms: extra ms per prefill token of a LoRA-active step (``slot`` term folded in).
         lora_adapter_ms: ms per distinct adapter in the step.
         lora_batch_change_ms: extra ms of a LoRA-active step whose batch changed (``BatchStats.batch_changed``).
+        scheduler_skip_ms: ms per waiting request the admission scan passed over (``BatchStats.num_skipped_waiting``).
         min_step_s: floor of the returned duration, seconds.
     """
 
@@ -80,6 +88,7 @@ class LinearStepTimeModel:
     lora_prefill_token_ms: float = 0.0
     lora_adapter_ms: float = 0.0
     lora_batch_change_ms: float = 0.0
+    scheduler_skip_ms: float = 0.0
     min_step_s: float = MIN_STEP_S
 
     def step_time_ms_unclamped(self, batch: BatchStats) -> float:
@@ -97,6 +106,8 @@ class LinearStepTimeModel:
                    + self.lora_adapter_ms * batch.num_distinct_adapters)
             if batch.batch_changed:
                 ms += self.lora_batch_change_ms
+        if batch.num_skipped_waiting:
+            ms += self.scheduler_skip_ms * batch.num_skipped_waiting
         return ms
 
     def step_time_s(self, batch: BatchStats) -> float:
@@ -104,7 +115,7 @@ class LinearStepTimeModel:
         return max(self.step_time_ms_unclamped(batch) / 1000.0, self.min_step_s)
 
     def decode_step_s(self, num_decode_seqs: int, num_decode_context_tokens: int, num_lora_tokens: int,
-                      num_distinct_adapters: int, batch_changed: bool) -> float:
+                      num_distinct_adapters: int, batch_changed: bool, num_skipped_waiting: int = 0) -> float:
         """:meth:`step_time_s` of a step that only decodes, without building its :class:`BatchStats` (the engine's
         steady steps): the same additions in the same order, less those of zero terms, so the same float."""
         ms = self.base_ms + self.decode_seq_ms * num_decode_seqs
@@ -115,9 +126,12 @@ class LinearStepTimeModel:
                    + self.lora_adapter_ms * num_distinct_adapters)
             if batch_changed:
                 ms += self.lora_batch_change_ms
+        if num_skipped_waiting:
+            ms += self.scheduler_skip_ms * num_skipped_waiting
         return max(ms / 1000.0, self.min_step_s)
 
-    def decode_steps_s(self, num_decode_seqs: int, num_lora_tokens: int, num_distinct_adapters: int):
+    def decode_steps_s(self, num_decode_seqs: int, num_lora_tokens: int, num_distinct_adapters: int,
+                       num_skipped_waiting: int = 0):
         """:meth:`decode_step_s` as a function of the context tokens alone, for consecutive pure decode steps of the
         same batch (``batch_changed`` False): the terms that do not depend on the context are added once, in the
         same order, so each call returns the same float as :meth:`decode_step_s`.
@@ -131,6 +145,16 @@ class LinearStepTimeModel:
         if num_lora_tokens > 0 or num_distinct_adapters > 0:
             lora = (self.lora_active_ms + self.lora_token_ms * num_decode_seqs
                     + self.lora_adapter_ms * num_distinct_adapters)
+        if num_skipped_waiting:
+            skip = self.scheduler_skip_ms * num_skipped_waiting
+
+            def step_s(ctx: int) -> float:
+                ms = head + per_ctx * ctx
+                ms = ms + always
+                ms += lora
+                ms += skip
+                return max(ms / 1000.0, floor)
+            return step_s
 
         def step_s(ctx: int) -> float:
             ms = head + per_ctx * ctx

@@ -60,6 +60,8 @@ class StepTimeCoefficients(BaseModel):
     """LoRA-active step, per prefill token per GPU slot, on top of the all-token terms (ms)."""
     lora_batch_change_ms: float = Field(default=0.0, ge=0)
     """LoRA-active step whose batch differs from the previous step's: the LoRA mapping is rebuilt (ms)."""
+    scheduler_skip_ms: float = Field(default=0.0, ge=0)
+    """Per waiting request the scheduler's admission scan passes over (vLLM: adapter-blocked requests) (ms)."""
 
 
 class LinkFit(BaseModel):
@@ -255,7 +257,7 @@ class Profile(BaseModel):
             decode_seq_ms=c.decode_seq_ms, decode_context_token_ms=c.decode_context_token_ms,
             prefill_attention_ms=c.prefill_attention_ms, lora_always_ms=always, lora_active_ms=active,
             lora_token_ms=per_token, lora_prefill_token_ms=per_prefill_token, lora_adapter_ms=per_adapter,
-            lora_batch_change_ms=change, min_step_s=MIN_STEP_S)
+            lora_batch_change_ms=change, scheduler_skip_ms=c.scheduler_skip_ms, min_step_s=MIN_STEP_S)
 
     def link_cost(self, link: LinkName) -> LinkCost:
         """Transfer cost of one adapter load over ``link`` ("disk_to_cpu" or "cpu_to_gpu")."""

@@ -87,3 +87,27 @@ def test_links_are_shared_resources_with_prefetch_or_replicas():
     for overrides in (["engine.adapter_load=overlapped"], ["cluster.replicas=2"]):
         sim = Simulation(lorasim.load_scenario(None, overrides=["workload.num_requests=20", *overrides]))
         assert not sim.replica.store.pcie_link.exclusive, overrides
+
+
+def test_steady_steps_carry_the_scans_skips():
+    """In the adapter-bound default scenario, requests wait for other adapters during steady runs: each steady step
+    costs the skipped requests of the plan that started its run (the same queue and adapters: the scan stops alike),
+    and the tables still equal the step-by-step loop's (``test_identical_to_step_by_step``, CONFIGS[1])."""
+    from lorasim.metrics.recorder import Recorder
+
+    seen = []
+
+    class Spy(Recorder):
+        def on_steady_steps(self, replica, *args, num_skipped_waiting=0):
+            seen.append(num_skipped_waiting)
+            super().on_steady_steps(replica, *args, num_skipped_waiting=num_skipped_waiting)
+
+    sc = lorasim.load_scenario(None, overrides=CONFIGS[1])
+    sim = Simulation(sc, recorder=Spy())
+    res = sim.run()
+    assert sim.replica.fast_forward and max(seen) > 0
+    assert sim.perf.scheduler_skip_ms > 0
+    steps = res.steps
+    skipped = steps[steps["num_skipped_waiting"] > 0]
+    assert len(skipped) > 0 and (skipped["num_waiting"] >= skipped["num_skipped_waiting"]).all()
+    assert (steps.loc[steps["num_waiting"] == 0, "num_skipped_waiting"] == 0).all()

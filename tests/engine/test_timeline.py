@@ -134,3 +134,28 @@ def test_horizon_after_the_last_finish_changes_nothing(res):
     late = run(sc)
     assert late.summary["num_unfinished"] == 0
     assert late.requests.drop(columns="unfinished").equals(res.requests.drop(columns="unfinished"))
+
+
+def test_scheduler_skips_cost_time_by_hand():
+    """vLLM's scan pops and pushes back each request whose adapter would exceed max_loras; the step-time model
+    charges ``scheduler_skip_ms`` for each (here 5 ms, on 10 ms steps; loads 0.1 s from disk + 0.05 s to the GPU).
+
+    r0 (a, 2 tokens), r1 (b) and r2 (c) arrive at 0 with max_loras 1. Step 1: r0 is admitted, r1 and r2 skipped:
+    0.15 s of loads + 10 ms + 2 x 5 ms = 0.17. Step 2: r0 decodes and finishes, both skipped again: 0.02. Step 3:
+    r1 joins (load 0.15 s), r2 skipped: 0.165. Step 4: r2 alone: 0.16.
+    """
+    from lorasim.perf.linear import LinearStepTimeModel
+
+    model = LinearStepTimeModel(base_ms=10.0, prefill_token_ms=0.0, prefill_seq_ms=0.0, decode_seq_ms=0.0,
+                                decode_context_token_ms=0.0, prefill_attention_ms=0.0, scheduler_skip_ms=5.0)
+    sc = scenario(
+        adapters={"names": ["a", "b", "c"], "ranks": 8},
+        workload={"streams": [single(0.0, "a", 4, 2, "r0"), single(0.0, "b", 4, 1, "r1"),
+                              single(0.0, "c", 4, 1, "r2")]},
+        engine={"max_loras": 1, "max_cpu_loras": 3, "kv_cache_tokens": 1024, **FIXED_LINKS},
+    )
+    for check in (True, False):  # checked plans and the fast path agree
+        s = run(sc, check_invariants=check, step_time_model=model).steps
+        assert list(s["num_skipped_waiting"]) == [2, 2, 1, 0]
+        assert list(s["duration_s"].round(9)) == [0.17, 0.02, 0.165, 0.16]
+        assert list(s["start_time_s"].round(9)) == [0.0, 0.17, 0.19, 0.355]

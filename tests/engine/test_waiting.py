@@ -44,3 +44,32 @@ def test_remove_of_a_request_not_waiting_raises():
     assert not q and len(q) == 0
     with pytest.raises(IndexError):
         q[0]
+
+
+def test_count_before_matches_a_walk_of_the_queue():
+    """``count_before`` (a Fenwick tree built on first use, then kept up to date) against counting by hand, through
+    arrivals, removals anywhere, preemptions to the head and the tree's growth past its first 1,024 keys."""
+    import random
+
+    rnd = random.Random(7)
+    q, waiting, n = WaitingQueue(), [], 0
+    for step in range(3000):
+        op = rnd.random()
+        if op < 0.55 or not waiting:
+            s = _seq(n)
+            n += 1
+            q.append(s)
+            waiting.append(s)
+        elif op < 0.6:
+            s = _seq(n)
+            n += 1
+            q.appendleft(s)
+            waiting.append(s)
+        else:
+            s = waiting.pop(rnd.randrange(len(waiting)))
+            q.remove(s)
+        if step % 7 == 0 and waiting:
+            probe = rnd.choice(waiting)
+            assert q.count_before(probe._qpos) == sum(1 for x in q if x._qpos < probe._qpos)
+            assert q.count_before(probe._qpos) == [x for x in q].index(probe)
+    assert q.count_before(10**9) == len(q)  # past the tail: everything waits ahead

@@ -135,3 +135,78 @@ def test_duplicate_registration_is_loud():
         class Dup(Scheduler):
             def admit_waiting(self, view, b, now_s):
                 pass
+
+
+# ---- how many waiting requests vLLM's scan skips (the scheduler's CPU time, BatchStats.num_skipped_waiting) ----
+
+def _engine_view(running, waiting, **kw):
+    """``view`` with the engine's waiting queue and its per-adapter index (the scan's fast path)."""
+    import dataclasses
+    from collections import deque
+
+    from lorasim.engine.waiting import WaitingQueue
+
+    q, index = WaitingQueue(), {}
+    for s in waiting:
+        q.append(s)
+        index.setdefault(s.adapter, deque()).append(s)
+    return dataclasses.replace(view(running, [], **kw), waiting=q, waiting_by_adapter=index)
+
+
+def _scan(running, waiting, **kw):
+    """Plan the step both ways (hand-built list: the scan counts as it walks; engine queue: admit_eligible and
+    count_before); both must agree. Returns (admitted ids, skipped)."""
+    out = []
+    for make in (view, _engine_view):
+        for s in (*running, *waiting):
+            s._qpos = 0  # each view numbers its own queue
+        plan = SCHEDULERS.get("vllm")().schedule(make(running, waiting, **kw), 0.0)
+        out.append(([s.request_id for s, _ in plan.scheduled if s.request_id >= 100], plan.stats.num_skipped_waiting))
+    assert out[0] == out[1]
+    return out[0]
+
+
+def test_skips_counted_when_the_scan_walks_the_whole_queue():
+    # max_loras 1 held by A's running request: B1, B2 and C1 are popped and pushed back, A1 is admitted
+    waiting = [make_seq(101, "B"), make_seq(102, "B"), make_seq(103, "A"), make_seq(104, "C")]
+    assert _scan([running_seq(1, "A")], waiting, max_loras=1) == ([103], 3)
+
+
+def test_skips_counted_up_to_a_kv_failure():
+    # the decode takes the one free block it needs; A1's 64-token prompt needs 4 more: the scan stops there, after
+    # skipping B1 only (C1 and A2 are never looked at)
+    waiting = [make_seq(101, "B"), make_seq(102, "A", prompt=64), make_seq(103, "C"), make_seq(104, "A")]
+    assert _scan([running_seq(1, "A")], waiting, max_loras=1, free_blocks=2) == ([], 1)
+
+
+def test_skips_counted_up_to_the_request_that_used_the_budget():
+    # budget 17 tokens: the decode takes 1, A1's 16-token prompt the rest; vLLM's loop then stops at its top, so
+    # C1 and A2 are not skipped (B1 was)
+    waiting = [make_seq(101, "B"), make_seq(102, "A"), make_seq(103, "C"), make_seq(104, "A")]
+    assert _scan([running_seq(1, "A")], waiting, max_loras=1, max_num_batched_tokens=17) == ([102], 1)
+
+
+def test_skips_counted_up_to_max_num_seqs():
+    waiting = [make_seq(101, "B"), make_seq(102, "A"), make_seq(103, "C")]
+    assert _scan([running_seq(1, "A")], waiting, max_loras=1, max_num_seqs=2) == ([102], 1)
+
+
+def test_no_skip_before_the_adapter_set_fills():
+    # max_loras 2: B1 joins (the set is now full), then C1 and D1 are skipped, A1 admitted
+    waiting = [make_seq(101, "B"), make_seq(102, "C"), make_seq(103, "A"), make_seq(104, "D")]
+    assert _scan([running_seq(1, "A")], waiting, max_loras=2) == ([101, 103], 2)
+    assert _scan([running_seq(1, "A")], waiting, max_loras=4) == ([101, 102, 103, 104], 0)
+
+
+def test_skip_counts_agree_on_random_queues():
+    """The walk's count and the fast path's (queue positions) agree on random queues, budgets and KV."""
+    import random
+
+    rnd = random.Random(3)
+    for _ in range(300):
+        adapters = ["A", "B", "C", "D", "E", None]
+        running = [running_seq(i, rnd.choice(adapters[:3])) for i in range(rnd.randint(0, 3))]
+        waiting = [make_seq(100 + i, rnd.choice(adapters), prompt=rnd.choice((4, 16, 40, 100)))
+                   for i in range(rnd.randint(0, 30))]
+        _scan(running, waiting, max_loras=rnd.randint(1, 4), max_num_batched_tokens=rnd.choice((20, 64, 300, 8192)),
+              free_blocks=rnd.choice((3, 10, 40, 10_000)), max_num_seqs=rnd.choice((3, 8, 256)))

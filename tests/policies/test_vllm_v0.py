@@ -108,3 +108,15 @@ def test_params_are_validated():
         scenario(scheduler={"name": "vllm-v0", "watermark": 1.0})
     with pytest.raises(ConfigError, match="Extra inputs"):
         scenario(scheduler={"name": "vllm-v0", "max_loras": 2})
+
+
+def test_counts_the_requests_it_sets_aside():
+    """V0's ``leftover_waiting_sequences``: each request popped and pushed back for the adapter cap is counted
+    (``num_skipped_waiting``, the scheduler's CPU time). V0 checks the budget after the adapter, so after A1 used
+    the budget C1 is still set aside; without chunked prefill a step that admits nothing keeps the count."""
+    waiting = [make_seq(101, "B"), make_seq(102, "A"), make_seq(103, "C")]
+    plan = v0().schedule(view([running_seq(1, "A")], waiting, max_loras=1, max_num_batched_tokens=17), 0.0)
+    assert admitted_ids(plan) == [1, 102] and plan.stats.num_skipped_waiting == 2
+    waiting = [make_seq(101, "B"), make_seq(103, "C")]
+    plan = v0().schedule(view([running_seq(1, "A")], waiting, max_loras=1, chunked=False), 0.0)
+    assert admitted_ids(plan) == [1] and plan.stats.num_skipped_waiting == 2

@@ -68,3 +68,32 @@ def test_metrics_split_and_rounding():
     groups = ["a"] * 10 + ["b"]
     assert held_out(names, groups) == {"run2", "run7"}
     assert sig(0.123456789) == 0.123457 and sig(0.0) == 0.0
+
+
+def test_scheduler_skip_fit_recovers_a_known_slope():
+    """Loading-benchmark layout (N requests with their own adapters, max_loras 1, L steps each): while request k
+    decodes, N-1-k wait and are skipped every step. Logged scheduler times of 23 us + 0.2 us per waiting request
+    (plus outliers at each request's first two steps) give back 0.2 us = 0.0002 ms."""
+    import pandas as pd
+
+    from lorasim.perf.fit import SKIP_EXPERIMENT, fit_scheduler_skip_ms
+
+    rng = np.random.default_rng(0)
+    n, out_len, runs, steps = 20, 10, [], []
+    for r in range(6):
+        name = f"run{r}"
+        runs.append({"run_dir": name, "model": "m", "experiment": SKIP_EXPERIMENT, "max_loras": 1,
+                     "num_prompts": n, "synthetic_output_len": out_len})
+        i = np.arange(n * out_len + 1)
+        waiting = np.clip(n - 1 - i // out_len, 0, None)
+        t_us = 23.0 + 0.2 * waiting + rng.normal(0, 0.3, len(i))
+        t_us[i % out_len < 2] += 500.0  # admission and adapter load: left out by the fit
+        warm = pd.DataFrame({"run_dir": name, "ts": np.arange(5.0), "unique_adapters": 0, "scheduler_time_s": 1e-5})
+        lora = pd.DataFrame({"run_dir": name, "ts": 10.0 + i, "unique_adapters": 1, "scheduler_time_s": t_us / 1e6})
+        steps += [warm, lora]
+    runs.append({"run_dir": "other", "model": "m", "experiment": "predictor_default_latency", "max_loras": 1,
+                 "num_prompts": n, "synthetic_output_len": out_len})
+    value, report = fit_scheduler_skip_ms(pd.DataFrame(runs), pd.concat(steps), "m")
+    assert value == pytest.approx(0.0002, rel=0.03)
+    assert report["scheduler_skip_train_runs"] == 5 and report["scheduler_skip_test_runs"] == 1
+    assert report["scheduler_time_intercept_ms"] == pytest.approx(0.023, rel=0.03)

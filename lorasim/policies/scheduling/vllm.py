@@ -24,30 +24,68 @@ class VllmScheduler(Scheduler):
 
 
 def admit_skip(view: ReplicaView, b: PlanBuilder) -> None:
-    """vLLM V1's admission scan (see :class:`VllmScheduler`); other policies reuse it for their FCFS phases."""
+    """vLLM V1's admission scan (see :class:`VllmScheduler`); other policies reuse it for their FCFS phases.
+
+    Also sets ``b.stats.num_skipped_waiting``: the waiting requests vLLM's loop pops and pushes back before it
+    stops (CPU time of the scheduler, costed by the step-time model).
+    """
     if b.token_budget <= 0 or b.num_running >= b.limits.max_num_seqs:
         return  # the first request the scan tried would stop it (NO_TOKENS / NO_SEQS): nothing can be admitted
     adapters, cap = b.adapters, b.max_loras
     index = view.waiting_by_adapter
     full = len(adapters) >= cap
     if full and index is not None:
-        admit_eligible(b, index, after_qpos=None)
+        _count_skipped(view, b, b.num_running, admit_eligible(b, index, after_qpos=None))
         return
+    first, skipped, max_seqs = b.num_running, 0, b.limits.max_num_seqs
     for seq in view.waiting:
         a = seq.adapter
         if full and a is not None and a not in adapters:
+            skipped += 1
             continue  # skip: the fast path of try_admit's ADAPTER_CAP
         r = b.try_admit(seq)
         if r is Admit.OK:
+            if b.token_budget <= 0 or b.num_running >= max_seqs:
+                break  # vLLM's loop stops at its top, before looking at the next request
             full = len(adapters) >= cap
             if full and index is not None:
-                admit_eligible(b, index, after_qpos=seq._qpos)
+                _count_skipped(view, b, first, admit_eligible(b, index, after_qpos=seq._qpos))
                 return
-        elif r is not Admit.ADAPTER_CAP:
+        elif r is Admit.ADAPTER_CAP:
+            skipped += 1
+        else:
             break
+    b.stats.num_skipped_waiting = skipped
 
 
-def admit_eligible(b: PlanBuilder, index, after_qpos: int | None) -> None:
+def _count_skipped(view: ReplicaView, b: PlanBuilder, first: int, stop) -> None:
+    """Set ``b.stats.num_skipped_waiting`` after a scan that ended in :func:`admit_eligible`.
+
+    Before the step's adapter set filled, the scan skipped nothing; after, every request it passed over without
+    admitting it was skipped. So the count is (requests the scan passed) - (requests admitted), where the scan passed
+    the whole queue (``stop`` None and budget left), the requests up to the last admitted one (budget or
+    ``max_num_seqs`` used up: vLLM checks them at the top of its loop), or those ahead of ``stop`` (the request that
+    failed on KV blocks or an unchunkable prompt).
+    """
+    admitted = b.num_running - first
+    if b.token_budget <= 0 or b.num_running >= b.limits.max_num_seqs:
+        passed = _place(view.waiting, b.plan.scheduled[-1][0]) + 1 if admitted else 0
+    elif stop is None:
+        passed = len(view.waiting)
+    else:
+        passed = _place(view.waiting, stop)
+    b.stats.num_skipped_waiting = passed - admitted
+
+
+def _place(waiting, seq) -> int:
+    """How many requests wait ahead of ``seq`` (O(log n) on the engine's queue; hand-built views are walked)."""
+    count_before = getattr(waiting, "count_before", None)
+    if count_before is not None:
+        return count_before(seq._qpos)
+    return next(i for i, s in enumerate(waiting) if s is seq)
+
+
+def admit_eligible(b: PlanBuilder, index, after_qpos: int | None):
     """Continue a skip-rule scan once the step's adapter set is full: only requests for the step's adapters and the
     base model can still be admitted, so visit just those (merged in queue order), stopping like the scan would.
 
@@ -55,6 +93,9 @@ def admit_eligible(b: PlanBuilder, index, after_qpos: int | None) -> None:
         b: the plan being built (its adapter set is full and stays so).
         index: the waiting queue by adapter (``ReplicaView.waiting_by_adapter``).
         after_qpos: queue position the scan had reached (requests up to it were already considered).
+
+    Returns:
+        The request that stopped the scan (it was not admitted), or None when every eligible request was admitted.
     """
     adapters = b.adapters
     if len(index) <= len(adapters):  # few adapters wait: walk the queue's index instead of the step's adapters
@@ -77,9 +118,10 @@ def admit_eligible(b: PlanBuilder, index, after_qpos: int | None) -> None:
     while heap:
         _, p, q = heap[0]
         if b.try_admit(q[p]) is not Admit.OK:
-            break
+            return q[p]
         p += 1
         if p < len(q):
             heapq.heapreplace(heap, (q[p]._qpos, p, q))
         else:
             heapq.heappop(heap)
+    return None

@@ -60,8 +60,10 @@ class VllmV0Scheduler(Scheduler):
         self.admit_waiting(view, b, now_s)  # _schedule_default: prefills first
         if b.plan.scheduled:
             return b.plan  # "Don't schedule decodes if prefills are scheduled."
+        skipped = b.stats.num_skipped_waiting  # the prefill scan ran in this step all the same
         b = PlanBuilder(view)
         b.schedule_running()
+        b.stats.num_skipped_waiting = skipped
         return b.plan
 
     def admit_waiting(self, view: ReplicaView, b: PlanBuilder, now_s: float) -> None:
@@ -73,15 +75,18 @@ class VllmV0Scheduler(Scheduler):
         total = view.kv_total_blocks
         mark = int(self.params.watermark * total)
         free = b.free_blocks  # V0 reserves a whole prompt's blocks at admission
+        skipped = 0
         for seq in view.waiting:
             need = -(-seq.num_tokens // bs) - seq.num_blocks  # the prompt plus any output to recompute
             if free - need < (mark if total - need >= mark else 0):
                 break  # AllocStatus.LATER
             a = seq.adapter
             if a is not None and a not in curr and len(curr) >= cap:
+                skipped += 1
                 continue  # leftover_waiting_sequences: back at the head, in order
             if b.try_admit(seq) is not Admit.OK:
                 break  # budget or max_num_seqs
             if a is not None:
                 curr[a] = None
             free -= need
+        b.stats.num_skipped_waiting = skipped  # popped and pushed back: the scheduler's CPU time
