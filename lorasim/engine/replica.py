@@ -389,12 +389,12 @@ class Replica:
         first_s = getattr(perf, "decode_step_s", None)  # a model's shortcuts for pure decode steps (changed batch,
         same_s = getattr(perf, "decode_steps_s", None)  # and the same batch again)
         if first_s is None:  # a model without them: summarise each step as the step loop does
-            def first_s(n, ctx, n_lora, n_adapters, chg, n_skipped):
+            def first_s(n, ctx, n_lora, n_adapters, chg, n_skipped=0):
                 return perf.step_time_s(BatchStats(num_decode_seqs=n, num_decode_context_tokens=ctx,
                                                    num_lora_tokens=n_lora, num_distinct_adapters=n_adapters,
                                                    batch_changed=chg, num_skipped_waiting=n_skipped))
         if same_s is None:
-            def same_s(n, n_lora, n_adapters, n_skipped):
+            def same_s(n, n_lora, n_adapters, n_skipped=0):
                 return lambda ctx: first_s(n, ctx, n_lora, n_adapters, False, n_skipped)
         step_s = None  # same_s of the current batch, made when its second step runs
         t = self.env.now
@@ -419,11 +419,13 @@ class Replica:
             if used + due > total:
                 break
             ctx = ctx_sum + num
-            if changed:
-                end = t + first_s(num, ctx, num_lora, num_adapters, True, skipped)
+            if changed:  # (the skip count is passed only when there is one: models written before it keep working)
+                end = t + (first_s(num, ctx, num_lora, num_adapters, True, skipped) if skipped
+                           else first_s(num, ctx, num_lora, num_adapters, True))
             else:
                 if step_s is None:
-                    step_s = same_s(num, num_lora, num_adapters, skipped)
+                    step_s = (same_s(num, num_lora, num_adapters, skipped) if skipped
+                              else same_s(num, num_lora, num_adapters))
                 end = t + step_s(ctx)
             if end > horizon:
                 break
@@ -473,13 +475,14 @@ class Replica:
         """The steady run's last step ended: record its steps, touch its adapters, close it."""
         segments = self._steady_run
         self._steady_run = None
+        # the skip count is passed only when there is one, so that recorders written before it keep working
+        extra = {"num_skipped_waiting": self._steady_skipped} if self._steady_skipped else {}
         for starts, ends, contexts, kv_used, running, num, num_adapters, adapters in segments:
             self.num_steady_steps += len(starts)
             if adapters:
                 self.store.touch_steps(adapters if self.activation_order is None else self.activation_order(adapters),
                                        starts)
-            self.recorder.on_steady_steps(self, starts, ends, num, contexts, num_adapters, kv_used, running,
-                                          num_skipped_waiting=self._steady_skipped)
+            self.recorder.on_steady_steps(self, starts, ends, num, contexts, num_adapters, kv_used, running, **extra)
         self._last_step_end_s = segments[-1][1][-1]
 
     def _idle(self):

@@ -72,9 +72,10 @@ VLLM_ASSUMPTIONS = [
     "benchmark (1-token prompts, max_loras 300, rank 8), steps whose batch changed minus steps that repeat the "
     "previous batch; per-run values scatter by about 2-3 ms around it and its dependence on max_loras, rank and "
     "batch size is not identified (a constant is assumed). Base-model servers show about none.",
-    "scheduler_skip_ms is measured with queues of at most 49 waiting requests (loading benchmarks, max_loras 1); "
-    "an overloaded server skips tens of thousands per step, whose objects no longer sit in the CPU caches, so the "
-    "per-request cost there may be higher: the term is then a lower bound.",
+    "scheduler_skip_ms is measured with queues of at most 49 waiting requests (loading benchmarks, max_loras 1) and "
+    "assumed constant per request: an overloaded server skips tens of thousands per step, whose cost per request "
+    "is not measured. The vllm-v0 scheduler is charged the same (V0 checks KV blocks before the adapter, so its "
+    "per-skip cost is probably higher; no V0 scheduler timings exist).",
     "CPU->GPU bandwidth is capped at 64 GB/s (PCIe 5.0 x16): load times barely change from rank 8 to 32, so the "
     "unconstrained slope implies an impossible bandwidth; the overhead is then refitted.",
 ]

@@ -47,8 +47,8 @@ def test_remove_of_a_request_not_waiting_raises():
 
 
 def test_count_before_matches_a_walk_of_the_queue():
-    """``count_before`` (a Fenwick tree built on first use, then kept up to date) against counting by hand, through
-    arrivals, removals anywhere, preemptions to the head and the tree's growth past its first 1,024 keys."""
+    """``count_before`` (per-block counts built on first use, then kept up to date) against counting by hand, through
+    arrivals, removals anywhere, preemptions to the head and many blocks of 512 keys."""
     import random
 
     rnd = random.Random(7)

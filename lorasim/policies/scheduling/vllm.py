@@ -78,7 +78,8 @@ def _count_skipped(view: ReplicaView, b: PlanBuilder, first: int, stop) -> None:
 
 
 def _place(waiting, seq) -> int:
-    """How many requests wait ahead of ``seq`` (O(log n) on the engine's queue; hand-built views are walked)."""
+    """How many requests wait ahead of ``seq`` (:meth:`WaitingQueue.count_before` on the engine's queue; hand-built
+    views are walked)."""
     count_before = getattr(waiting, "count_before", None)
     if count_before is not None:
         return count_before(seq._qpos)
