@@ -201,7 +201,7 @@ def show(
 def validate(
     runs: Optional[Path] = typer.Option(None, "--runs", help="Runs CSV (default: <data dir>/vllm-lora-runs/real_runs.csv)."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Data directory (lengths table, runs)."),
-    out: Path = typer.Option(..., "--out", help="Write validation.csv and predicted_vs_measured.png here."),
+    out: Path = typer.Option(..., "--out", help="Write validation.csv, summary.csv and predicted_vs_measured.png here."),
     group: Optional[str] = typer.Option(None, "--group", help="Only runs of this group."),
     model: Optional[str] = typer.Option(None, "--model", help="Only runs of this model."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most N runs (evenly spaced by run_dir)."),
@@ -256,7 +256,8 @@ def validate(
     write_outputs(df, out)
     summ = summarize(df)
     for rec in summ.to_dict("records"):
-        line = (f"{rec['model']} | {rec['group']} | n={rec['n']}: total_tok_s MAPE {rec['tok_mape_pct']:.1f}%, "
+        line = (f"{rec['model']} | {rec['group']} | {rec['load']} n={rec['n']}: total_tok_s MAPE "
+                f"{rec['tok_mape_pct']:.1f}%, "
                 f"ITL mean abs err {rec['itl_mape_pct']:.1f}% (bias {rec['itl_bias_pct']:+.1f}%), "
                 f"TTFT mean within 30%: {rec['ttft_within_30pct']:.0%}")
         if "twin_tok_mape_pct" in rec:
@@ -265,7 +266,8 @@ def validate(
         print(line)
     skipped = sum(skips.values())
     print(f"replayed {len(df)} runs; skipped {skipped}" + (": " + ", ".join(f"{k}: {v}" for k, v in sorted(skips.items())) if skips else ""))
-    print(f"wrote {out}/validation.csv, {out}/predicted_vs_measured.png")
+    print(f"underloaded: served >= 95% of the requests offered; wrote {out}/validation.csv, {out}/summary.csv, "
+          f"{out}/predicted_vs_measured.png")
 
 
 @app.command()

@@ -86,6 +86,8 @@ def test_cli_outputs_and_determinism(tmp_path, capsys):
     # every counted request arrived inside the 20 s window: throughput cannot exceed the offered load much
     assert (df.predicted_req_throughput_rps <= df.aggregate_rate_rps * 1.6).all()
     assert (tmp_path / "s" / "predicted_vs_measured.png").stat().st_size > 0
+    summ = pd.read_csv(tmp_path / "s" / "summary.csv")
+    assert summ.load.iloc[0] == "all" and summ.n.iloc[0] == 2 and set(summ.load) <= {"all", "underloaded", "overloaded"}
 
     seen = []
     par, skips = validate_runs(FIXTURE, DATA_DIR, workers=2, on_run=lambda done, total, row: seen.append((done, total)))
@@ -141,3 +143,26 @@ def test_dask_without_distributed_is_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import fails as if the extra were not installed
     with pytest.raises(ConfigError, match=r"pip install -e '\.\[dask\]'"):
         list(run_tasks(abs, [(1,)], dask_address="tcp://127.0.0.1:9"))
+
+
+def test_summary_by_load_by_hand():
+    """Three runs of one model: two underloaded (served >= 95% of the offered rate), one overloaded; errors by
+    hand: tok/s +10%, -10%, +40%; ITL -20%, 0%, -50%; TTFT +20%, +50%, -10%."""
+    from lorasim.calibrate.validate import summarize
+
+    df = pd.DataFrame({
+        "model": "m", "group": "g", "aggregate_rate_rps": [1.0, 2.0, 10.0],
+        "measured_req_throughput_rps": [1.0, 1.9, 5.0],
+        "measured_total_tok_s": [100.0, 100.0, 100.0], "predicted_total_tok_s": [110.0, 90.0, 140.0],
+        "measured_itl_ms_mean": [10.0, 10.0, 10.0], "predicted_itl_ms_mean": [8.0, 10.0, 5.0],
+        "measured_ttft_ms_mean": [100.0, 100.0, 100.0], "predicted_ttft_ms_mean": [120.0, 150.0, 90.0],
+    })
+    s = summarize(df).set_index("load")
+    assert list(s.index) == ["all", "underloaded", "overloaded"]
+    assert list(s.n) == [3, 2, 1]
+    assert s.tok_mape_pct.to_list() == pytest.approx([20.0, 10.0, 40.0])
+    assert s.itl_mape_pct.to_list() == pytest.approx([70 / 3, 10.0, 50.0])
+    assert s.itl_bias_pct.to_list() == pytest.approx([-70 / 3, -10.0, -50.0])
+    assert s.ttft_within_30pct.to_list() == pytest.approx([2 / 3, 0.5, 1.0])
+    assert "twin_tok_mape_pct" not in s
+    assert list(summarize(df.iloc[:2]).load) == ["all", "underloaded"]  # no overloaded run: no such row
