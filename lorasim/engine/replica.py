@@ -133,9 +133,8 @@ class Replica:
         self.fast_forward = (fast_forward and scheduler.steady_decode_is_stable and not overlapped_loads
                              and not check_invariants and plain_recorder)
         self._steady = False  # the last step was a pure bulk decode that completed nothing (see _steady_steps)
-        self._steady_run: tuple | None = None
+        self._steady_run: tuple | None = None  # (segments, skipped) of the run in flight (see _steady_steps)
         self._skipped = 0  # the last scheduled plan's BatchStats.num_skipped_waiting
-        self._steady_skipped = 0  # the steady run's (see _steady_steps)
         self.num_steady_steps = 0  # steps run by _steady_steps (without the scheduler)
         self._completed = 0  # requests completed so far
 
@@ -385,7 +384,7 @@ class Replica:
         changed = self._batch_sig != (g.version, [])
         # the scheduler's scan in each of these steps: nothing waits (inline), or it passes over what it passed over
         # in the plan that started the run (the same queue, the same adapters, KV only shrinking: it stops alike)
-        skipped = self._steady_skipped = 0 if inline else self._skipped
+        skipped = 0 if inline else self._skipped
         first_s = getattr(perf, "decode_step_s", None)  # a model's shortcuts for pure decode steps (changed batch,
         same_s = getattr(perf, "decode_steps_s", None)  # and the same batch again)
         if first_s is None:  # a model without them: summarise each step as the step loop does
@@ -394,8 +393,16 @@ class Replica:
                                                    num_lora_tokens=n_lora, num_distinct_adapters=n_adapters,
                                                    batch_changed=chg, num_skipped_waiting=n_skipped))
         if same_s is None:
-            def same_s(n, n_lora, n_adapters, n_skipped=0):
-                return lambda ctx: first_s(n, ctx, n_lora, n_adapters, False, n_skipped)
+            def same_s(n, n_lora, n_adapters, n_skipped=0, one=first_s):  # (first_s as it is here, not rebound below)
+                return lambda ctx: one(n, ctx, n_lora, n_adapters, False, n_skipped)
+        if skipped:  # bind the count once (passed only when there is one: older models run where nothing is skipped)
+            first_without, same_without = first_s, same_s
+
+            def first_s(n, ctx, n_lora, n_adapters, chg):
+                return first_without(n, ctx, n_lora, n_adapters, chg, skipped)
+
+            def same_s(n, n_lora, n_adapters):
+                return same_without(n, n_lora, n_adapters, skipped)
         step_s = None  # same_s of the current batch, made when its second step runs
         t = self.env.now
         segments: list[tuple] = []  # runs of steps with the same batch: (starts, ends, contexts, kv_used, running,
@@ -419,13 +426,11 @@ class Replica:
             if used + due > total:
                 break
             ctx = ctx_sum + num
-            if changed:  # (the skip count is passed only when there is one: models written before it keep working)
-                end = t + (first_s(num, ctx, num_lora, num_adapters, True, skipped) if skipped
-                           else first_s(num, ctx, num_lora, num_adapters, True))
+            if changed:
+                end = t + first_s(num, ctx, num_lora, num_adapters, True)
             else:
                 if step_s is None:
-                    step_s = (same_s(num, num_lora, num_adapters, skipped) if skipped
-                              else same_s(num, num_lora, num_adapters))
+                    step_s = same_s(num, num_lora, num_adapters)
                 end = t + step_s(ctx)
             if end > horizon:
                 break
@@ -468,15 +473,15 @@ class Replica:
             self._steady = False
             return None
         self._batch_sig = (sig_version, [])
-        self._steady_run = segments
+        self._steady_run = (segments, skipped)
         return timeout_at(self.env, t)
 
     def _steady_steps_done(self) -> None:
         """The steady run's last step ended: record its steps, touch its adapters, close it."""
-        segments = self._steady_run
+        segments, skipped = self._steady_run
         self._steady_run = None
-        # the skip count is passed only when there is one, so that recorders written before it keep working
-        extra = {"num_skipped_waiting": self._steady_skipped} if self._steady_skipped else {}
+        # the skip count is passed only when there is one, so that older recorders run where nothing is skipped
+        extra = {"num_skipped_waiting": skipped} if skipped else {}
         for starts, ends, contexts, kv_used, running, num, num_adapters, adapters in segments:
             self.num_steady_steps += len(starts)
             if adapters:

@@ -143,16 +143,22 @@ def fit_batch_change_ms(rows, coef: dict, runs: pd.DataFrame, test_runs: set[str
         if (changed & ok).sum() >= MIN_PAIRED_STEPS and (~changed & ok).sum() >= MIN_PAIRED_STEPS:
             d = float(np.median(r[changed & ok]) - np.median(r[~changed & ok]))
             (lora if x[i[0], f["lora_steps"]] > 0 else base)[run] = d
-    train = [v for k, v in lora.items() if k not in test_runs]
-    test = [v for k, v in lora.items() if k in test_runs]
+    value, report = _median_of_runs(lora, test_runs, "batch_change")
+    report |= {"batch_change_base_model_control_ms": float(np.median(list(base.values()))) if base else float("nan"),
+               "batch_change_base_model_control_runs": float(len(base))}
+    return value, report
+
+
+def _median_of_runs(per_run: dict[str, float], test_runs: set[str], name: str) -> tuple[float, dict]:
+    """A term measured once per run: the median (at least 0) over the runs not in ``test_runs``, with the checks
+    ``{name}_train_runs``, ``_test_runs``, ``_train_spread_ms`` (std) and ``_test_median_abs_err_ms``."""
+    train = [v for k, v in per_run.items() if k not in test_runs]
+    test = [v for k, v in per_run.items() if k in test_runs]
     value = max(0.0, float(np.median(train))) if train else 0.0
     nan = float("nan")
-    report = {"batch_change_train_runs": float(len(train)), "batch_change_test_runs": float(len(test)),
-              "batch_change_train_spread_ms": float(np.std(train)) if train else nan,
-              "batch_change_test_median_abs_err_ms": float(np.median([abs(v - value) for v in test])) if test else nan,
-              "batch_change_base_model_control_ms": float(np.median(list(base.values()))) if base else nan,
-              "batch_change_base_model_control_runs": float(len(base))}
-    return value, report
+    return value, {f"{name}_train_runs": float(len(train)), f"{name}_test_runs": float(len(test)),
+                   f"{name}_train_spread_ms": float(np.std(train)) if train else nan,
+                   f"{name}_test_median_abs_err_ms": float(np.median([abs(v - value) for v in test])) if test else nan}
 
 
 SKIP_EXPERIMENT = "predictor_loading"
@@ -187,16 +193,8 @@ def fit_scheduler_skip_ms(runs: pd.DataFrame, steps: pd.DataFrame, run_model: st
         slope, icpt = np.polyfit(med.index.to_numpy(dtype=float), med.to_numpy(), 1)
         slopes[r.run_dir] = float(slope) / 1000.0
         intercepts.append(float(icpt))
-    test_runs = held_out(list(slopes), [SKIP_EXPERIMENT] * len(slopes))
-    train = [v for k, v in slopes.items() if k not in test_runs]
-    test = [v for k, v in slopes.items() if k in test_runs]
-    value = max(0.0, float(np.median(train))) if train else 0.0
-    nan = float("nan")
-    test_err = float(np.median([abs(v - value) for v in test])) if test else nan
-    report = {"scheduler_skip_train_runs": float(len(train)), "scheduler_skip_test_runs": float(len(test)),
-              "scheduler_skip_train_spread_ms": float(np.std(train)) if train else nan,
-              "scheduler_skip_test_median_abs_err_ms": test_err,
-              "scheduler_time_intercept_ms": float(np.median(intercepts)) / 1000.0 if intercepts else nan}
+    value, report = _median_of_runs(slopes, held_out(list(slopes), [SKIP_EXPERIMENT] * len(slopes)), "scheduler_skip")
+    report["scheduler_time_intercept_ms"] = float(np.median(intercepts)) / 1000.0 if intercepts else float("nan")
     return value, report
 
 

@@ -111,3 +111,28 @@ def test_steady_steps_carry_the_scans_skips():
     skipped = steps[steps["num_skipped_waiting"] > 0]
     assert len(skipped) > 0 and (skipped["num_waiting"] >= skipped["num_skipped_waiting"]).all()
     assert (steps.loc[steps["num_waiting"] == 0, "num_skipped_waiting"] == 0).all()
+
+
+def test_models_with_some_or_none_of_the_shortcuts():
+    """Step-time models with only ``step_time_s``, or with ``decode_step_s`` but no ``decode_steps_s``, run steady
+    steps that charge the skipped requests and equal the step-by-step loop."""
+    from lorasim.perf.profile import load_profile
+
+    sc = lorasim.load_scenario(None, overrides=CONFIGS[1])
+    m = load_profile(sc.model.profile).step_time_model(sc.engine.max_lora_rank, True, sc.engine.max_loras)
+
+    class Plain:
+        def step_time_s(self, batch):
+            return m.step_time_s(batch)
+
+    class FirstOnly(Plain):
+        def decode_step_s(self, num, ctx, num_lora, num_adapters, changed, num_skipped_waiting=0):
+            return m.decode_step_s(num, ctx, num_lora, num_adapters, changed, num_skipped_waiting)
+
+    reference = Simulation(sc, step_time_model=m, fast_forward=False).run().steps
+    assert (reference["num_skipped_waiting"] > 0).any()
+    for model in (Plain(), FirstOnly()):
+        sim = Simulation(sc, step_time_model=model)
+        steps = sim.run().steps
+        assert sim.replica.num_steady_steps > 0
+        pd.testing.assert_frame_equal(steps, reference, check_exact=True)
