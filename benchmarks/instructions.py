@@ -7,7 +7,8 @@ Usage::
 Wall time on a shared 2-core machine varies by 10-30% from run to run, which hides a 5% change. The number of
 instructions a run executes does not: this script runs a case at two sizes under ``valgrind --tool=cachegrind
 --cache-sim=no`` and prints ``(I(N2) - I(N1)) / (requests(N2) - requests(N1))``, the instructions one more request
-costs, with imports and set-up cancelled out. Cases:
+costs, with imports and set-up cancelled out. The runs fix ``PYTHONHASHSEED`` and give Arrow's and BLAS's thread
+pools one thread, so the same code gives the same count to the instruction. Cases:
 
 - ``synthetic``: ``benchmarks/run.py``'s synthetic case (one replica, 1,000 adapters, 5 req/s) with N requests
   (default sizes 2,000 and 6,000).
@@ -61,7 +62,10 @@ print("requests", res.summary["num_requests"])
 def count(repo: Path, case: str, size: int, data_dir: Path) -> tuple[int, int]:
     """(instructions, simulated requests) of one run of ``case`` at ``size`` with the sources of ``repo``."""
     code = CHILD[case].format(bench=str(REPO / "benchmarks"))
-    env = {**os.environ, "PYTHONPATH": str(repo), "PYTHONHASHSEED": "0"}
+    # one thread for Arrow's and BLAS's pools (pandas reads CSVs through pyarrow): their idle workers spin for a
+    # varying number of instructions, which moved the replay count by up to 7% between two runs of the same code
+    env = {**os.environ, "PYTHONPATH": str(repo), "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
+           "OPENBLAS_NUM_THREADS": "1"}
     p = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
                         sys.executable, "-c", code, str(size), str(data_dir)], cwd=repo, env=env, capture_output=True, text=True)
     refs = re.search(r"I\s+refs:\s+([\d,]+)", p.stderr)

@@ -53,10 +53,19 @@ class SetOrder:
                 break
         self._hash = dict(zip(names, hashes))
         self._name = dict(zip(hashes, names))
+        self._last: tuple[list[str], list[str]] | None = None  # (input, order) of the last call
 
     def __call__(self, adapters: list[str]) -> list[str]:
-        """``adapters`` (distinct) in the iteration order of a set they were inserted into in the given order."""
-        return list(map(self._name.__getitem__, set(map(self._hash.__getitem__, adapters))))
+        """``adapters`` (distinct) in the iteration order of a set they were inserted into in the given order.
+
+        The same list as the last call's (consecutive steps of an unchanged batch) returns the same order without
+        building the set again; a new list is returned either way."""
+        last = self._last
+        if last is not None and last[0] == adapters:
+            return last[1].copy()
+        order = list(map(self._name.__getitem__, set(map(self._hash.__getitem__, adapters))))
+        self._last = (list(adapters), order)
+        return order.copy()
 
 
 class AdapterStore:

@@ -92,6 +92,28 @@ def test_set_order_is_the_iteration_order_of_a_set_of_the_drawn_hashes():
     assert SetOrder(names, np.random.default_rng(7))(step) == got  # the same stream draws the same hashes
 
 
+def test_set_order_repeats_its_answer_for_the_same_list_and_shares_no_list():
+    """The last call is remembered (steps of an unchanged batch): repeats, lists that differ in one place or in
+    order, and callers that mutate the lists they passed or got back all still get the order of a fresh set."""
+    names = [f"lora-{i}" for i in range(300)]
+    order, fresh = SetOrder(names, np.random.default_rng(3)), SetOrder(names, np.random.default_rng(3))
+    order._last = fresh._last = None
+    rng = np.random.default_rng(0)
+    step = names[:120]
+    for _ in range(200):
+        pick = rng.integers(4)
+        if pick == 1:
+            step = step[:-1] + [names[int(rng.integers(120, 300))]]  # one adapter swapped
+        elif pick == 2:
+            step = step[::-1]
+        got = order(step)
+        fresh._last = None
+        assert got == fresh(step)
+        got.append("mutated")  # the caller's copy, not the remembered one
+        if pick == 3:
+            step.append("lora-299") if "lora-299" not in step else step.remove("lora-299")  # input mutated after
+
+
 def cascade_seed() -> int:
     """A root seed whose adapter hashes walk {a, b, c} as a, b, c and put d first in {a, b, d}, whatever the
     insertion order (colliding hashes make a set's order depend on it)."""
