@@ -7,8 +7,9 @@ Usage::
 Wall time on a shared 2-core machine varies by 10-30% from run to run, which hides a 5% change. The number of
 instructions a run executes does not: this script runs a case at two sizes under ``valgrind --tool=cachegrind
 --cache-sim=no`` and prints ``(I(N2) - I(N1)) / (requests(N2) - requests(N1))``, the instructions one more request
-costs, with imports and set-up cancelled out. The runs fix ``PYTHONHASHSEED`` and give Arrow's and BLAS's thread
-pools one thread, so the same code gives the same count to the instruction. Cases:
+costs, with imports and set-up cancelled out. The runs fix ``PYTHONHASHSEED`` and give OpenBLAS (and Arrow) one
+thread, so the same code gives the same count to within about 0.05%. The count also moves by about 0.5% with the
+length of the tree's path (allocation addresses shift): compare trees at paths of the same length. Cases:
 
 - ``synthetic``: ``benchmarks/run.py``'s synthetic case (one replica, 1,000 adapters, 5 req/s) with N requests
   (default sizes 2,000 and 6,000).
@@ -62,8 +63,8 @@ print("requests", res.summary["num_requests"])
 def count(repo: Path, case: str, size: int, data_dir: Path) -> tuple[int, int]:
     """(instructions, simulated requests) of one run of ``case`` at ``size`` with the sources of ``repo``."""
     code = CHILD[case].format(bench=str(REPO / "benchmarks"))
-    # one thread for Arrow's and BLAS's pools (pandas reads CSVs through pyarrow): their idle workers spin for a
-    # varying number of instructions, which moved the replay count by up to 7% between two runs of the same code
+    # one thread for OpenBLAS (started by `import numpy`; OMP_NUM_THREADS also caps Arrow's CPU pool): its idle worker
+    # spins for a varying number of instructions, which moved the replay count by up to 7% between two runs
     env = {**os.environ, "PYTHONPATH": str(repo), "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1"}
     p = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",

@@ -61,7 +61,7 @@ class SetOrder:
         The same list as the last call's (consecutive steps of an unchanged batch) returns the same order without
         building the set again; a new list is returned either way."""
         last = self._last
-        if last is not None and last[0] == adapters:
+        if last is not None and type(adapters) is list and last[0] == adapters:
             return last[1].copy()
         order = list(map(self._name.__getitem__, set(map(self._hash.__getitem__, adapters))))
         self._last = (list(adapters), order)
