@@ -216,7 +216,7 @@ def validate(
     """Replay real vLLM runs (per-adapter Poisson, ShareGPT) and compare predicted with measured metrics."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from lorasim.calibrate.validate import finish_table, prepare_runs, replay_runs, summarize, write_outputs
+    from lorasim.calibrate.validate import UNDERLOADED_SHARE, finish_table, prepare_runs, replay_runs, write_outputs
 
     runs_path, ddir, selected, skips = prepare_runs(runs, data_dir, group=group, model=model, limit=limit,
                                                     max_rate=max_rate)
@@ -253,8 +253,7 @@ def validate(
         else:
             print("lorasim: interrupted before any run finished; nothing was written", file=sys.stderr)
         sys.exit(130)
-    write_outputs(df, out)
-    summ = summarize(df)
+    summ = write_outputs(df, out)
     for rec in summ.to_dict("records"):
         line = (f"{rec['model']} | {rec['group']} | {rec['load']} n={rec['n']}: total_tok_s MAPE "
                 f"{rec['tok_mape_pct']:.1f}%, "
@@ -266,7 +265,7 @@ def validate(
         print(line)
     skipped = sum(skips.values())
     print(f"replayed {len(df)} runs; skipped {skipped}" + (": " + ", ".join(f"{k}: {v}" for k, v in sorted(skips.items())) if skips else ""))
-    print(f"underloaded: served >= 95% of the requests offered; wrote {out}/validation.csv, {out}/summary.csv, "
+    print(f"underloaded: served >= {UNDERLOADED_SHARE:.0%} of the requests offered; wrote {out}/validation.csv, {out}/summary.csv, "
           f"{out}/predicted_vs_measured.png")
 
 

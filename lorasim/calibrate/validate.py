@@ -344,8 +344,11 @@ def plot(df: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(df: pd.DataFrame, out_dir: Path) -> None:
-    """Write ``validation.csv`` (one row per run), ``summary.csv`` (:func:`summarize`) and the plot."""
+def write_outputs(df: pd.DataFrame, out_dir: Path) -> pd.DataFrame:
+    """Write ``validation.csv`` (one row per run), ``summary.csv`` (:func:`summarize`) and the plot; return the
+    summary."""
     df.to_csv(out_dir / "validation.csv", index=False)
-    summarize(df).to_csv(out_dir / "summary.csv", index=False)
+    summ = summarize(df)
+    summ.to_csv(out_dir / "summary.csv", index=False)
     plot(df, out_dir / "predicted_vs_measured.png")
+    return summ

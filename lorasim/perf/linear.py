@@ -141,24 +141,18 @@ class LinearStepTimeModel:
         """
         head = self.base_ms + self.decode_seq_ms * num_decode_seqs
         per_ctx, always, floor = self.decode_context_token_ms, self.lora_always_ms, self.min_step_s
-        lora = 0.0  # no LoRA term: adding 0.0 changes no float but -0.0, which the floor (> 0) replaces anyway
+        # an absent term adds 0.0, which changes no float but -0.0 (which the floor, > 0, replaces anyway)
+        lora = skip = 0.0
         if num_lora_tokens > 0 or num_distinct_adapters > 0:
             lora = (self.lora_active_ms + self.lora_token_ms * num_decode_seqs
                     + self.lora_adapter_ms * num_distinct_adapters)
         if num_skipped_waiting:
             skip = self.scheduler_skip_ms * num_skipped_waiting
 
-            def step_s(ctx: int) -> float:
-                ms = head + per_ctx * ctx
-                ms = ms + always
-                ms += lora
-                ms += skip
-                return max(ms / 1000.0, floor)
-            return step_s
-
         def step_s(ctx: int) -> float:
             ms = head + per_ctx * ctx
             ms = ms + always
             ms += lora
+            ms += skip
             return max(ms / 1000.0, floor)
         return step_s
