@@ -23,12 +23,22 @@ from itertools import filterfalse
 
 import simpy
 
+from lorasim.engine.clock import timeout_at
 from lorasim.engine.kvcache import KVCache
 from lorasim.engine.link import Link
 from lorasim.policies.base import AdapterMemory, EvictionPolicy
 from lorasim.workload.adapters import AdapterSpec
 
 READY = "ready"
+_LOADING = "loading"  # a GPU or CPU entry whose inline transfer is under way (see AdapterStore.inline_horizon_s)
+
+
+class _PastHorizon(Exception):
+    """An inline transfer would end at or after the horizon: the simulation stops while it is in flight."""
+
+    def __init__(self, end_s: float):
+        super().__init__(end_s)
+        self.end_s = end_s
 
 
 class SetOrder:
@@ -85,12 +95,18 @@ class AdapterStore:
         memory: the GPU adapter-memory layout (bound); None: flat slots, one per adapter, ``max_loras`` of them.
         kv: the KV cache, required when ``memory.shares_kv`` (adapters take their blocks from it).
         replica_id: the replica's index, stamped on the recorder's adapter events.
+        inline_horizon_s: not None: nothing but the step that loads sees or changes the store while it loads (one
+            replica, loads inside its steps, both links ``exclusive``), so :meth:`ensure` and :meth:`activate` do
+            each transfer's bookkeeping at its computed start and end times and wait once, until the last one ends:
+            the same times (the same float additions), evictions, hooks and records as one SimPy event per transfer.
+            A transfer that would end at or after this time (the horizon; ``math.inf``: none) is left in flight, as
+            the simulation stops before it ends. Ignored unless both links are exclusive.
     """
 
     def __init__(self, env: simpy.Environment, specs: dict[str, AdapterSpec], max_loras: int, max_cpu_loras: int,
                  disk_link: Link, pcie_link: Link, gpu_policy: EvictionPolicy, cpu_policy: EvictionPolicy,
                  recorder, pinned: Iterable[str] = (), memory: AdapterMemory | None = None,
-                 kv: KVCache | None = None, replica_id: int = 0):
+                 kv: KVCache | None = None, replica_id: int = 0, inline_horizon_s: float | None = None):
         self.env = env
         self.specs = specs
         self.max_loras = max_loras
@@ -118,6 +134,7 @@ class AdapterStore:
         self._gpu_loading = 0  # GPU entries not yet READY (their loads in flight)
         self._epoch = 0  # bumped whenever a GPU entry is added, becomes ready or is evicted
         self._all_ready: tuple[int, list[str]] | None = None  # (epoch, adapters) of the last all-ready missing()
+        self.inline_horizon_s = inline_horizon_s if disk_link.exclusive and pcie_link.exclusive else None
 
     # ---- queries -------------------------------------------------------------------------------------------
     def is_ready(self, adapter: str) -> bool:
@@ -209,6 +226,9 @@ class AdapterStore:
     def ensure(self, adapters: list[str], protect: set[str]):
         """SimPy generator: make every adapter in ``adapters`` ready on the GPU, one after another (vLLM loads
         them sequentially inside the step). ``protect`` (the step's adapters) is never evicted."""
+        if self.inline_horizon_s is not None:
+            yield from self._wait_inline(adapters, protect)
+            return
         for a in adapters:
             yield from self._bring(a, protect)
 
@@ -222,6 +242,8 @@ class AdapterStore:
         Returns:
             The number of loads (reloads counted).
         """
+        if self.inline_horizon_s is not None:
+            return (yield from self._wait_inline(adapters, None))
         done = set(self.pinned.intersection(adapters))
         loads = 0
         for a in adapters:
@@ -230,6 +252,73 @@ class AdapterStore:
                 yield from self._bring(a, done)
             done.add(a)
         return loads
+
+    def _wait_inline(self, adapters: list[str], protect: set[str] | None):
+        """SimPy generator (``inline_horizon_s`` set): load what ``adapters`` lack as :meth:`ensure` (``protect``
+        given) or :meth:`activate` (None) would, the transfers done as bookkeeping at their times, then wait once
+        until the last one ends (forever when one crosses the horizon). Returns the number of loads."""
+        start = now = self.env.now
+        loads = 0
+        done = protect if protect is not None else set(self.pinned.intersection(adapters))
+        try:
+            for a in adapters:
+                if self.gpu.get(a) is not READY:  # every entry is ready between steps: missing means absent
+                    loads += 1
+                    now = self._load_inline(a, done, now)
+                if protect is None:
+                    done.add(a)
+        except _PastHorizon as cut:
+            yield timeout_at(self.env, cut.end_s)  # the simulation stops before this fires
+            raise RuntimeError("an inline adapter load outlived the horizon; this is a bug") from None
+        if now != start:
+            yield timeout_at(self.env, now)
+        return loads
+
+    def _load_inline(self, a: str, keep: set[str], now_s: float) -> float:
+        """:meth:`_load` with no other process and no transfer in flight: evict, reserve and transfer at once.
+
+        Returns:
+            The time ``a`` is ready on the GPU.
+
+        Raises:
+            _PastHorizon: a transfer would end at or after ``inline_horizon_s`` (started, not finished).
+        """
+        # ``a`` itself needs no protecting: it holds no GPU entry until reserved, and no CPU entry until its read,
+        # during which its GPU entry is not ready (``_cpu_candidates`` passes over it)
+        while not self.has_room(a):
+            self._evict_gpu(self._victim(keep, gpu=True), now_s)
+        self._reserve_gpu(a, _LOADING)
+        if self.cpu.get(a) is not READY:
+            while len(self.cpu) >= self.max_cpu_loras:
+                self._evict_cpu(self._victim(keep, gpu=False), now_s)
+            self.cpu[a] = _LOADING
+            now_s = self._transfer_inline(a, False, now_s)
+        return self._transfer_inline(a, True, now_s)
+
+    def _transfer_inline(self, a: str, to_gpu: bool, start_s: float) -> float:
+        link = self.pcie_link if to_gpu else self.disk_link
+        end = start_s + link.cost.transfer_time_s(self.specs[a].size_bytes)  # env.timeout's float addition
+        if end >= self.inline_horizon_s:
+            raise _PastHorizon(end)
+        self._transferred(a, to_gpu, start_s, end)
+        return end
+
+    def _victim(self, keep: set[str], gpu: bool) -> str:
+        """The policy's victim among the unprotected entries of a tier, pinned ones as a last resort (no transfer
+        is in flight to wait for).
+
+        Raises:
+            RuntimeError: every entry is one ``keep`` holds.
+        """
+        candidates, policy = (self._gpu_candidates, self.gpu_policy) if gpu else (self._cpu_candidates, self.cpu_policy)
+        cands = candidates(keep) or candidates(keep, pinned_too=True)
+        if not cands:
+            raise self._no_room()
+        return policy.victim(cands)
+
+    def _no_room(self) -> RuntimeError:
+        return RuntimeError(f"adapter tiers hold only adapters the step needs (GPU {sorted(self.gpu)}, CPU "
+                            f"{sorted(self.cpu)}); this is a bug: max_cpu_loras >= max_loras must prevent it")
 
     def _bring(self, a: str, protect: set[str]):
         """SimPy generator: return once ``a`` is ready on the GPU, loading it (never evicting ``protect``) or waiting
@@ -310,8 +399,7 @@ class AdapterStore:
             return
         cands = candidates(keep, pinned_too=True)
         if not cands:
-            raise RuntimeError(f"adapter tiers hold only adapters the step needs (GPU {sorted(self.gpu)}, CPU "
-                               f"{sorted(self.cpu)}); this is a bug: max_cpu_loras >= max_loras must prevent it")
+            raise self._no_room()
         evict(policy.victim(cands))
 
     def _pending(self, keep: set[str], own: str) -> list:
@@ -346,24 +434,30 @@ class AdapterStore:
 
     def _transfer(self, a: str, done, to_gpu: bool):
         """SimPy generator: move ``a`` over the disk->CPU (``to_gpu=False``) or CPU->GPU link into its tier."""
+        link = self.pcie_link if to_gpu else self.disk_link
+        start = self.env.now
+        yield from link.transfer(self.specs[a].size_bytes)
+        self._transferred(a, to_gpu, start, self.env.now)
+        done.succeed()
+
+    def _transferred(self, a: str, to_gpu: bool, start_s: float, end_s: float) -> None:
+        """``a``'s transfer into a tier (the GPU's: ``to_gpu``) ended at ``end_s``: mark it ready, tell the
+        policies and the recorder."""
         if to_gpu:
             link, table, policy, name = self.pcie_link, self.gpu, self.gpu_policy, "cpu_to_gpu"
         else:
             link, table, policy, name = self.disk_link, self.cpu, self.cpu_policy, "disk_to_cpu"
-        start = self.env.now
         size = self.specs[a].size_bytes
-        yield from link.transfer(size)
         table[a] = READY
         self._epoch += 1
         if to_gpu:
             self._gpu_loading -= 1
         policy.on_cost(a, link.cost.transfer_time_s(size))
-        policy.on_insert(a, self.env.now)
+        policy.on_insert(a, end_s)
         if to_gpu:
-            self.cpu_policy.on_use(a, self.env.now)
+            self.cpu_policy.on_use(a, end_s)
         self.recorder.replica_id = self.replica_id
-        self.recorder.on_adapter_load(name, a, start, self.env.now, size)
-        done.succeed()
+        self.recorder.on_adapter_load(name, a, start_s, end_s, size)
 
     def _reserve_gpu(self, a: str, done) -> None:
         """Give ``a`` its GPU place (its units charged; KV blocks allocated when they share the KV cache)."""
@@ -375,7 +469,7 @@ class AdapterStore:
         if self.shares_kv:
             self.kv.allocate(u)
 
-    def _evict_gpu(self, a: str) -> None:
+    def _evict_gpu(self, a: str, now_s: float | None = None) -> None:
         self._epoch += 1
         del self.gpu[a]
         u = self.units[a]
@@ -384,12 +478,12 @@ class AdapterStore:
             self.kv.free(u)
         self.gpu_policy.on_remove(a)
         self.recorder.replica_id = self.replica_id
-        self.recorder.on_adapter_evict("gpu", a, self.env.now)
+        self.recorder.on_adapter_evict("gpu", a, self.env.now if now_s is None else now_s)
 
-    def _evict_cpu(self, a: str) -> None:
+    def _evict_cpu(self, a: str, now_s: float | None = None) -> None:
         if self.gpu.get(a) is READY:
-            self._evict_gpu(a)
+            self._evict_gpu(a, now_s)
         del self.cpu[a]
         self.cpu_policy.on_remove(a)
         self.recorder.replica_id = self.replica_id
-        self.recorder.on_adapter_evict("cpu", a, self.env.now)
+        self.recorder.on_adapter_evict("cpu", a, self.env.now if now_s is None else now_s)

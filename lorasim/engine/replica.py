@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import math
 from collections import deque
 from collections.abc import Callable
@@ -14,6 +13,7 @@ import simpy
 
 from lorasim.engine.adapters import AdapterStore
 from lorasim.engine.arrivals import ArrivalFeed, CancelFeed
+from lorasim.engine.clock import timeout_at
 from lorasim.engine.client import ConnectionPool
 from lorasim.engine.decodes import DecodeGroup
 from lorasim.engine.kvcache import KVCache
@@ -25,17 +25,6 @@ from lorasim.errors import PolicyError
 from lorasim.metrics.recorder import Recorder
 from lorasim.perf.base import BatchStats, StepTimeModel
 from lorasim.policies.base import ReplicaState, ReplicaView, Scheduler, SchedulerLimits, StepPlan, add_tokens
-
-
-def timeout_at(env: simpy.Environment, t: float) -> simpy.events.Event:
-    """An event that fires at absolute time ``t`` (>= now), so that a run of steps ends at exactly the float the
-    step-by-step sum of their times gives (``env.timeout(t - now)`` could round differently). Uses SimPy's event
-    queue directly (``Environment.schedule`` adds a delay to ``now``; stable since SimPy 3)."""
-    ev = simpy.events.Event(env)
-    ev._ok = True
-    ev._value = None
-    heapq.heappush(env._queue, (t, simpy.events.NORMAL, next(env._eid), ev))
-    return ev
 
 
 def merged_cost(stats: BatchStats) -> BatchStats:

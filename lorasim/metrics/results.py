@@ -46,25 +46,26 @@ def requests_frame(seqs: SeqTable) -> pd.DataFrame:
     first_tok = engine_col("first_token_time_s", float, np.nan)
     finish = engine_col("finish_time_s", float, np.nan)
     cancel_time = engine_col("cancel_time_s", float, np.nan)
-    reasons = np.full(n, "", dtype=object)
+    # abort reasons as codes into a table of the distinct texts (0: none), made a string column in one take
+    texts: dict[str, int] = {"": 0}
+    reason_code = np.zeros(n, dtype=np.int64)
     aborted = np.zeros(n, dtype=bool)
     for first, end, reason in seqs.rejected:
-        reasons[first:end] = reason
+        reason_code[first:end] = texts.setdefault(reason, len(texts))
         aborted[first:end] = True
     hit_value, hit_missing = np.zeros(n, dtype=bool), np.ones(n, dtype=bool)
     if made:
-        reasons[idx] = [s.abort_reason for s in made]
-        aborted[idx] = np.fromiter((s.abort_reason != "" for s in made), bool, len(made))
+        reason_code[idx] = [texts.setdefault(s.abort_reason, len(texts)) for s in made]
+        aborted[idx] = reason_code[idx] != 0
         hits = [s.adapter_hit for s in made]
         hit_value[idx] = np.fromiter((h is True for h in hits), bool, len(made))
         hit_missing[idx] = np.fromiter((h is None for h in hits), bool, len(made))
     cancelled = ~np.isnan(cancel_time)  # by its client (workload cancel_probability); never also aborted
     unfinished = ~aborted & ~cancelled & np.isnan(finish)  # queued or running when the simulation stopped (horizon_s)
-    adapters = np.array([*seqs.adapter_names, None], dtype=object)[seqs.adapter_index]  # index -1: base model
     return pd.DataFrame({
         "request_id": np.arange(n, dtype=np.int64),
         "replica": engine_col("replica", np.int64, seqs.default_replica),
-        "adapter": pd.array(adapters, dtype="string"),
+        "adapter": _strings([*seqs.adapter_names, None], seqs.adapter_index),  # index -1: the base model
         "arrival_time_s": arrival.copy(),
         "prompt_tokens": seqs.prompt_tokens.copy(),
         "output_tokens": seqs.output_tokens.copy(),
@@ -80,10 +81,23 @@ def requests_frame(seqs: SeqTable) -> pd.DataFrame:
         "starved": engine_col("starved", bool, False),
         "aborted": aborted,
         "unfinished": unfinished,
-        "abort_reason": pd.array(reasons, dtype="string"),
+        "abort_reason": _strings(list(texts), reason_code),
         "cancelled": cancelled,
         "cancel_time_s": cancel_time,
     })
+
+
+def _strings(table: list[str | None], codes: np.ndarray) -> pd.api.extensions.ExtensionArray:
+    """``table[codes]`` (a negative code counts from the end) as a pandas ``string`` column, taken in C: the same
+    values and dtype as ``pd.array(np.array(table, dtype=object)[codes], dtype="string")``, without a Python object
+    per row."""
+    dtype = pd.StringDtype()
+    codes = np.where(codes < 0, codes + len(table), codes) if len(codes) and codes.min() < 0 else codes
+    if dtype.storage != "pyarrow":  # pandas without pyarrow strings: the object route
+        return pd.array(np.array(table, dtype=object)[codes], dtype=dtype)
+    import pyarrow as pa
+
+    return pd.array(pa.array(table, type=pa.large_string()).take(pa.array(codes)), dtype=dtype)
 
 
 def empty_requests_frame() -> pd.DataFrame:

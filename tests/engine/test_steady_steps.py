@@ -4,6 +4,7 @@ step-by-step loop: the same requests, steps, adapter events, inter-token latenci
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,13 @@ CONFIGS = [
     ["workload.num_requests=300", "workload.arrivals.rate=1", "eviction.name=cost-aware"],
     ["workload.num_requests=300", "workload.arrivals.rate=2", "adapter_memory.name=unified"],
     ["workload.num_requests=300", "workload.arrivals.rate=2", "scheduler.name=fcfs-break"],
+    # adapter loads done inline (AdapterStore.inline_horizon_s): vLLM's activation order (a load may evict an
+    # adapter the step activates later), pinned adapters as the last resort, a small CPU tier (disk reads, CPU
+    # evictions taking GPU entries with them)
+    ["workload.num_requests=400", "engine.adapter_activation=vllm"],
+    ["workload.num_requests=400", "eviction.pinned=[lora-0, lora-1, lora-2]", "engine.max_loras=4",
+     "engine.adapter_activation=vllm"],
+    ["workload.num_requests=400", "engine.max_cpu_loras=20"],
 ]
 
 
@@ -43,6 +51,38 @@ def test_identical_to_step_by_step(overrides):
     pd.testing.assert_frame_equal(fast.adapter_events, slow.adapter_events, check_exact=True)
     assert np.array_equal(fast.itl_values_s, slow.itl_values_s) and np.array_equal(fast.itl_counts, slow.itl_counts)
     assert json.dumps(fast.summary, sort_keys=True) == json.dumps(slow.summary, sort_keys=True)
+
+
+def test_inline_loads_stop_at_the_horizon_like_transfer_events():
+    """A horizon that falls inside an adapter transfer, or exactly at its end, stops the simulation with that
+    transfer unrecorded in both the inline load path and the one-event-per-transfer path."""
+    base = ["workload.num_requests=400"]
+    loads = Simulation(lorasim.load_scenario(None, overrides=base), fast_forward=False).run().adapter_events
+    loads = loads[loads["kind"] == "load"].reset_index(drop=True)
+    cpu = loads[loads["tier"] == "cpu"].iloc[3]  # a disk read, then its copy to the GPU
+    gpu = loads[(loads["tier"] == "gpu") & (loads["time_s"] > cpu["time_s"])].iloc[0]
+    cpu_end, gpu_end = float(cpu["time_s"]), float(gpu["time_s"])
+    for horizon in (cpu_end - cpu["duration_s"] / 2, cpu_end, gpu_end - gpu["duration_s"] / 2, gpu_end,
+                    gpu_end + 1e-9):
+        horizon = float(horizon)
+        fast_sim, fast, slow_sim, slow = both([*base, f"horizon_s={horizon!r}"])
+        assert fast_sim.replica.store.inline_horizon_s == horizon and slow_sim.replica.store.inline_horizon_s is None
+        pd.testing.assert_frame_equal(fast.adapter_events, slow.adapter_events, check_exact=True)
+        pd.testing.assert_frame_equal(fast.requests, slow.requests, check_exact=True)
+        pd.testing.assert_frame_equal(fast.steps, slow.steps, check_exact=True)
+        assert (fast.adapter_events["time_s"] < horizon).all()
+    # at the end of the disk read the read is not recorded; a moment later the copy is
+    short = both([*base, f"horizon_s={cpu_end!r}"])[1].adapter_events
+    assert not ((short["time_s"] == cpu_end) & (short["kind"] == "load")).any()
+    later = both([*base, f"horizon_s={gpu_end + 1e-9!r}"])[1].adapter_events
+    assert ((later["time_s"] == gpu_end) & (later["kind"] == "load") & (later["tier"] == "gpu")).any()
+
+
+def test_inline_loads_only_where_nothing_else_sees_the_store():
+    for overrides, inline in ((["workload.num_requests=20"], math.inf), (["horizon_s=50"], 50.0),
+                              (["engine.adapter_load=overlapped"], None), (["cluster.replicas=2"], None)):
+        sim = Simulation(lorasim.load_scenario(None, overrides=["workload.num_requests=20", *overrides]))
+        assert sim.replica.store.inline_horizon_s == inline, overrides
 
 
 def test_light_load_skips_most_scheduler_calls():
