@@ -118,8 +118,10 @@ class AdapterStore:
         self.recorder = recorder
         self.replica_id = replica_id
         self.pinned = frozenset(pinned)
-        self.gpu: dict[str, object] = {}  # adapter -> READY or the Event that fires when its load completes
-        self.cpu: dict[str, object] = {}  # adapter -> READY or loading Event
+        # adapter -> READY, or while it loads the Event that fires when its load completes (the _LOADING marker on
+        # the inline path: a step's loads finish before anything else looks, unless the horizon cuts one)
+        self.gpu: dict[str, object] = {}
+        self.cpu: dict[str, object] = {}
         self.shares_kv = memory is not None and memory.shares_kv
         if self.shares_kv and kv is None:
             raise ValueError("a unified adapter memory needs the KV cache")
@@ -134,7 +136,13 @@ class AdapterStore:
         self._gpu_loading = 0  # GPU entries not yet READY (their loads in flight)
         self._epoch = 0  # bumped whenever a GPU entry is added, becomes ready or is evicted
         self._all_ready: tuple[int, list[str]] | None = None  # (epoch, adapters) of the last all-ready missing()
-        self.inline_horizon_s = inline_horizon_s if disk_link.exclusive and pcie_link.exclusive else None
+        self.inline_horizon_s: float | None = None
+        self.load_inline(inline_horizon_s)
+
+    def load_inline(self, horizon_s: float | None) -> None:
+        """Do each step's transfers inline up to ``horizon_s`` (see ``inline_horizon_s`` in the class docstring;
+        None: one SimPy event per transfer). Ignored unless both links are exclusive."""
+        self.inline_horizon_s = horizon_s if self.disk_link.exclusive and self.pcie_link.exclusive else None
 
     # ---- queries -------------------------------------------------------------------------------------------
     def is_ready(self, adapter: str) -> bool:
@@ -209,7 +217,8 @@ class AdapterStore:
         return bool(idle)
 
     def in_flight(self) -> list:
-        """The events that fire when the transfers now in flight finish (empty when none runs)."""
+        """The events that fire when the transfers now in flight finish (empty when none runs; never asked while
+        inline transfers run)."""
         return [st for t in (self.gpu, self.cpu) for st in t.values() if st is not READY]
 
     def touch(self, adapters: list[str], now_s: float) -> None:
@@ -256,7 +265,9 @@ class AdapterStore:
     def _wait_inline(self, adapters: list[str], protect: set[str] | None):
         """SimPy generator (``inline_horizon_s`` set): load what ``adapters`` lack as :meth:`ensure` (``protect``
         given) or :meth:`activate` (None) would, the transfers done as bookkeeping at their times, then wait once
-        until the last one ends (forever when one crosses the horizon). Returns the number of loads."""
+        until the last one ends. A transfer that would end at or after the horizon is waited for and never
+        finished: the simulation stops first (an event-per-transfer store could be run on past it; this one
+        cannot). Returns the number of loads."""
         start = now = self.env.now
         loads = 0
         done = protect if protect is not None else set(self.pinned.intersection(adapters))
@@ -269,7 +280,8 @@ class AdapterStore:
                     done.add(a)
         except _PastHorizon as cut:
             yield timeout_at(self.env, cut.end_s)  # the simulation stops before this fires
-            raise RuntimeError("an inline adapter load outlived the horizon; this is a bug") from None
+            raise RuntimeError(f"an inline adapter transfer was cut by the horizon at {self.inline_horizon_s} s; "
+                               f"the simulation cannot be run past its horizon") from None
         if now != start:
             yield timeout_at(self.env, now)
         return loads
@@ -283,8 +295,9 @@ class AdapterStore:
         Raises:
             _PastHorizon: a transfer would end at or after ``inline_horizon_s`` (started, not finished).
         """
-        # ``a`` itself needs no protecting: it holds no GPU entry until reserved, and no CPU entry until its read,
-        # during which its GPU entry is not ready (``_cpu_candidates`` passes over it)
+        # ``a`` itself needs no protecting: the GPU tier has no entry for it until it is reserved, and the CPU tier
+        # is only evicted from when it has none either (``_cpu_candidates`` would pass over it anyway: its GPU
+        # entry is not ready)
         while not self.has_room(a):
             self._evict_gpu(self._victim(keep, gpu=True), now_s)
         self._reserve_gpu(a, _LOADING)

@@ -79,8 +79,10 @@ class Replica:
             step uses (:meth:`AdapterStore.ensure`); otherwise the order vLLM's worker walks a step's adapters in
             (:class:`~lorasim.engine.adapters.SetOrder`), each protecting only those before it
             (:meth:`AdapterStore.activate`).
-        fast_forward: run steady decode steps in one go (:meth:`_steady_steps`) where the scheduler, the load mode
-            and the recorder allow it; the results are identical either way (False: one SimPy event per step).
+        fast_forward: run steady decode steps in one go (:meth:`_steady_steps`) and, with exclusive links, a step's
+            adapter transfers inline (:meth:`AdapterStore.load_inline`), where the scheduler, the load mode and the
+            recorder allow it; the results are identical either way (False: one SimPy event per step and per
+            transfer).
     """
 
     def __init__(self, env: simpy.Environment, replica_id: int, limits: SchedulerLimits, scheduler: Scheduler,
@@ -121,6 +123,7 @@ class Replica:
             rec_cls.on_step_end is Recorder.on_step_end and rec_cls.on_itl is Recorder.on_itl))
         self.fast_forward = (fast_forward and scheduler.steady_decode_is_stable and not overlapped_loads
                              and not check_invariants and plain_recorder)
+        store.load_inline(self.horizon_s if self.fast_forward else None)
         self._steady = False  # the last step was a pure bulk decode that completed nothing (see _steady_steps)
         self._steady_run: tuple | None = None  # (segments, skipped) of the run in flight (see _steady_steps)
         self._skipped = 0  # the last scheduled plan's BatchStats.num_skipped_waiting
@@ -347,8 +350,8 @@ class Replica:
         each of them the plan it would return), as one SimPy event.
 
         The run stops before the first step that starts at or after the next arrival or cancellation, whose KV
-        growth exceeds the free blocks (the scheduler must preempt), or that would end after ``horizon_s``: those go
-        through the scheduler. A step that completes requests stays in the run when nothing waits, every running
+        growth exceeds the free blocks (the scheduler must preempt), or that would end at or after ``horizon_s``:
+        those go through the scheduler. A step that completes requests stays in the run when nothing waits, every running
         sequence is a steady decoder and adapters do not share the KV pool (the scheduler would then plan a bulk decode
         of the rest: nothing can be admitted, no running request gets tokens of the budget the finished ones free);
         the requests complete at its end and the run goes on with the smaller batch (a changed batch for the step
@@ -421,7 +424,7 @@ class Replica:
                 if step_s is None:
                     step_s = same_s(num, num_lora, num_adapters)
                 end = t + step_s(ctx)
-            if end > horizon:
+            if end >= horizon:  # a step ending at the horizon never ends: the simulation stops first
                 break
             used += due
             if due_b is not None:  # the bucket moves whole (see DecodeGroup.advance)

@@ -131,8 +131,9 @@ class Simulation:
         check_invariants: re-derive and validate every step's plan (slower; the tests turn it on).
         fast_forward: let the replica run steady decode steps without the scheduler, in one SimPy event, and a
             lone replica that loads inside its steps do a step's adapter transfers without an event each
-            (``AdapterStore.inline_horizon_s``); identical results (False: one event and one scheduler call per
-            step, one event per transfer, for equivalence tests).
+            (``AdapterStore.load_inline``), where the scheduler, the load mode and the recorder allow it
+            (``Replica.fast_forward``); identical results (False: one event and one scheduler call per step, one
+            event per transfer, for equivalence tests).
 
     Raises:
         ConfigError, DataFileError: the scenario cannot be built (impossible tiers, KV capacity, missing files).
@@ -219,9 +220,7 @@ class Simulation:
             store = AdapterStore(
                 self.env, specs, eng.max_loras, eng.cpu_loras, links["disk_to_cpu"], links["cpu_to_gpu"],
                 scenario.eviction.build(), scenario.eviction.build(), self.recorder, pinned=scenario.eviction.pinned,
-                memory=self.memory if i == 0 else self._adapter_memory(scenario), kv=kv, replica_id=i,
-                inline_horizon_s=(math.inf if scenario.horizon_s is None else scenario.horizon_s) if fast_forward
-                else None)
+                memory=self.memory if i == 0 else self._adapter_memory(scenario), kv=kv, replica_id=i)
             scheduler = scenario.scheduler.build()
             try:
                 scheduler.check_adapters(set(specs))

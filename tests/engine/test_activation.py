@@ -1,12 +1,15 @@
 """``engine.adapter_activation``: vLLM's worker activates a step's adapters one at a time (``_apply_adapters``), so a
 load can evict an adapter the same step still needs, which is then loaded again; ``step`` loads the missing ones
-together, protecting the whole step. Timelines computed by hand: every CPU->GPU copy takes 0.05 s."""
+together, protecting the whole step. Timelines computed by hand: every CPU->GPU copy takes 0.05 s. Each store test
+runs with one SimPy event per transfer and with the transfers done inline (``AdapterStore.inline_horizon_s``)."""
 
 from __future__ import annotations
 
+import math
 from itertools import permutations
 
 import numpy as np
+import pytest
 import simpy
 
 from lorasim.engine.adapters import READY, AdapterStore, SetOrder
@@ -23,15 +26,19 @@ STEP = {"kind": "constant", "step_time_s": 0.01}
 NAMES = ["b", "c", "d", "x", "y", "p1", "p2"]
 
 
-def store_with(resident: list[str], pinned=()) -> tuple[simpy.Environment, AdapterStore]:
+# a store test runs with one SimPy event per transfer and with the transfers done inline
+BOTH_PATHS = pytest.mark.parametrize("inline", [None, math.inf], ids=["event-per-transfer", "inline"])
+
+
+def store_with(resident: list[str], pinned=(), inline: float | None = None) -> tuple[simpy.Environment, AdapterStore]:
     """Three GPU slots holding ``resident`` (used in this order: the first is the least recent), all in the CPU
-    cache; CPU->GPU copies take 0.05 s."""
+    cache; CPU->GPU copies take 0.05 s; ``inline``: the store's ``inline_horizon_s``."""
     env = simpy.Environment()
     specs = {a: AdapterSpec(a, 8, ("q_proj",), 1000) for a in NAMES}
     links = {k: Link(env, k, LinkCost(0.05 if k == "cpu_to_gpu" else 0.1, float("inf")), exclusive=True)
              for k in ("disk_to_cpu", "cpu_to_gpu")}
     store = AdapterStore(env, specs, 3, len(NAMES), links["disk_to_cpu"], links["cpu_to_gpu"], LruEviction(),
-                         LruEviction(), Recorder(), pinned=pinned)
+                         LruEviction(), Recorder(), pinned=pinned, inline_horizon_s=inline)
     for a in NAMES:
         store.cpu[a] = READY
         store.cpu_policy.on_insert(a, 0.0)
@@ -43,8 +50,8 @@ def store_with(resident: list[str], pinned=()) -> tuple[simpy.Environment, Adapt
     return env, store
 
 
-def activate(order: list[str], resident=("b", "c", "d"), pinned=()) -> tuple[int, float, set[str]]:
-    env, store = store_with(list(resident), pinned)
+def activate(order: list[str], resident=("b", "c", "d"), pinned=(), inline=None) -> tuple[int, float, set[str]]:
+    env, store = store_with(list(resident), pinned, inline)
     out = {}
 
     def proc():
@@ -55,26 +62,30 @@ def activate(order: list[str], resident=("b", "c", "d"), pinned=()) -> tuple[int
     return out["loads"], env.now, set(store.gpu)
 
 
-def test_a_new_adapter_first_in_the_order_sets_off_a_cascade():
+@BOTH_PATHS
+def test_a_new_adapter_first_in_the_order_sets_off_a_cascade(inline):
     # x evicts b (least recent); b, next, evicts c; c evicts d, which the step does not use: three copies
-    loads, t, gpu = activate(["x", "b", "c"])
+    loads, t, gpu = activate(["x", "b", "c"], inline=inline)
     assert (loads, round(t, 9), gpu) == (3, 0.15, {"x", "b", "c"})
 
 
-def test_a_new_adapter_after_the_others_evicts_the_idle_one():
+@BOTH_PATHS
+def test_a_new_adapter_after_the_others_evicts_the_idle_one(inline):
     # b and c are used first, so d is the least recent when x needs a slot: one copy
-    loads, t, gpu = activate(["b", "c", "x"])
+    loads, t, gpu = activate(["b", "c", "x"], inline=inline)
     assert (loads, round(t, 9), gpu) == (1, 0.05, {"x", "b", "c"})
 
 
-def test_a_pinned_adapter_the_step_uses_is_never_the_last_resort_victim():
+@BOTH_PATHS
+def test_a_pinned_adapter_the_step_uses_is_never_the_last_resort_victim(inline):
     # x takes b's slot; y finds only pinned adapters: the fallback evicts p2, not p1, which the step uses
-    loads, t, gpu = activate(["x", "y", "p1"], resident=("p1", "p2", "b"), pinned=("p1", "p2"))
+    loads, t, gpu = activate(["x", "y", "p1"], resident=("p1", "p2", "b"), pinned=("p1", "p2"), inline=inline)
     assert (loads, round(t, 9), gpu) == (2, 0.1, {"x", "y", "p1"})
 
 
-def test_step_activation_never_evicts_an_adapter_the_step_uses():
-    env, store = store_with(["b", "c", "d"])
+@BOTH_PATHS
+def test_step_activation_never_evicts_an_adapter_the_step_uses(inline):
+    env, store = store_with(["b", "c", "d"], inline=inline)
     env.process(store.ensure(["x"], {"x", "b", "c"}))
     env.run()
     assert (round(env.now, 9), set(store.gpu)) == (0.05, {"x", "b", "c"})

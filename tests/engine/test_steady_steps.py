@@ -79,10 +79,29 @@ def test_inline_loads_stop_at_the_horizon_like_transfer_events():
 
 
 def test_inline_loads_only_where_nothing_else_sees_the_store():
-    for overrides, inline in ((["workload.num_requests=20"], math.inf), (["horizon_s=50"], 50.0),
-                              (["engine.adapter_load=overlapped"], None), (["cluster.replicas=2"], None)):
-        sim = Simulation(lorasim.load_scenario(None, overrides=["workload.num_requests=20", *overrides]))
-        assert sim.replica.store.inline_horizon_s == inline, overrides
+    """Inline transfers need a lone replica loading inside its steps, and stay off wherever the replica's fast paths
+    are off (a scheduler without the steady promise, a checking recorder, invariant checks)."""
+    for overrides, kw, inline in (([], {}, math.inf), (["horizon_s=50"], {}, 50.0),
+                                  (["engine.adapter_load=overlapped"], {}, None), (["cluster.replicas=2"], {}, None),
+                                  (["scheduler.name=vtc"], {}, None), ([], {"recorder": InvariantRecorder()}, None),
+                                  ([], {"check_invariants": True}, None), ([], {"fast_forward": False}, None)):
+        sim = Simulation(lorasim.load_scenario(None, overrides=["workload.num_requests=20", *overrides]), **kw)
+        assert sim.replica.store.inline_horizon_s == inline, (overrides, kw)
+
+
+def test_a_horizon_at_the_end_of_a_steady_step():
+    """A step that would end exactly at the horizon never ends (the simulation stops first): a steady run stops
+    before it, as the step loop does (it used to run it, completions included)."""
+    base = ["workload.num_requests=300", "workload.arrivals.rate=0.5"]
+    steps = Simulation(lorasim.load_scenario(None, overrides=base), fast_forward=False).run().steps
+    ends = (steps["start_time_s"] + steps["duration_s"]).tolist()  # the engine's own float additions
+    for k in (100, 155, 156, 240):
+        fast_sim, fast, _, slow = both([*base, f"horizon_s={ends[k]!r}"])
+        assert fast_sim.replica.num_steady_steps > 0
+        pd.testing.assert_frame_equal(fast.steps, slow.steps, check_exact=True)
+        pd.testing.assert_frame_equal(fast.requests, slow.requests, check_exact=True)
+        assert json.dumps(fast.summary, sort_keys=True) == json.dumps(slow.summary, sort_keys=True)
+        assert len(slow.steps) == k  # step k ends at the horizon: not recorded
 
 
 def test_light_load_skips_most_scheduler_calls():
