@@ -10,8 +10,6 @@ schedules otherwise) dissolves the group first; the engine then works per sequen
 
 from __future__ import annotations
 
-from collections import Counter
-
 from lorasim.engine.sequence import Seq
 
 
@@ -37,7 +35,7 @@ class DecodeGroup:
         self.num = 0
         self.ctx_sum = 0
         self.num_lora = 0
-        self.adapters: Counter[str] = Counter()
+        self.adapters: dict[str, int] = {}  # a plain dict: Counter's missing-key and delete hooks run in Python
         self.stall_s = 0.0
         self.version = 0
         self._block_due: dict[int, dict[int, Seq]] = {}  # step -> {id(seq): seq} needing a new block in it
@@ -63,9 +61,10 @@ class DecodeGroup:
         self.version += 1
         self.num += 1
         self.ctx_sum += c
-        if seq.adapter is not None:
+        a = seq.adapter
+        if a is not None:
             self.num_lora += 1
-            self.adapters[seq.adapter] += 1
+            self.adapters[a] = self.adapters.get(a, 0) + 1
         key = id(seq)
         due = step + (-c) % self.block_size
         self._block_due.setdefault(due, {})[key] = seq
@@ -95,11 +94,14 @@ class DecodeGroup:
         seq._c, seq._g, seq._nb = c, g, -(-c // self.block_size)
         self.num -= 1
         self.ctx_sum -= c
-        if seq.adapter is not None:
+        a = seq.adapter
+        if a is not None:
             self.num_lora -= 1
-            self.adapters[seq.adapter] -= 1
-            if not self.adapters[seq.adapter]:
-                del self.adapters[seq.adapter]
+            n = self.adapters[a] - 1
+            if n:
+                self.adapters[a] = n
+            else:
+                del self.adapters[a]
 
     def members(self) -> list[Seq]:
         """Current members, in the order they joined within each block-due step (deterministic)."""
