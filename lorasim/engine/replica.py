@@ -351,13 +351,13 @@ class Replica:
 
         The run stops before the first step that starts at or after the next arrival or cancellation, whose KV
         growth exceeds the free blocks (the scheduler must preempt), or that would end at or after ``horizon_s``:
-        those go through the scheduler. A step that completes requests stays in the run when nothing waits, every running
-        sequence is a steady decoder and adapters do not share the KV pool (the scheduler would then plan a bulk decode
-        of the rest: nothing can be admitted, no running request gets tokens of the budget the finished ones free);
-        the requests complete at its end and the run goes on with the smaller batch (a changed batch for the step
-        time model). Otherwise the run stops before it. Every step is computed exactly as the step loop would (same
-        batch summary, same float additions of step times, same records, the same completions at the same times),
-        so results are identical with and without it.
+        those go through the scheduler. A step that completes requests stays in the run when nothing waits, every
+        running sequence is a steady decoder and adapters do not share the KV pool (the scheduler would then plan a
+        bulk decode of the rest: nothing can be admitted, no running request gets tokens of the budget the finished
+        ones free); the requests complete at its end and the run goes on with the smaller batch (a changed batch for
+        the step time model). Otherwise the run stops before it. Every step is computed exactly as the step loop
+        would (same batch summary, same float additions of step times, same records, the same completions at the
+        same times), so results are identical with and without it.
 
         Returns:
             The event that fires at the end of the last step (its per-step work and completions are applied already;
