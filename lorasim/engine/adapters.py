@@ -30,7 +30,7 @@ from lorasim.policies.base import AdapterMemory, EvictionPolicy
 from lorasim.workload.adapters import AdapterSpec
 
 READY = "ready"
-_LOADING = "loading"  # a GPU or CPU entry whose inline transfer is under way (see AdapterStore.inline_horizon_s)
+_LOADING = "loading"  # a GPU or CPU entry whose inline transfer is under way (see AdapterStore.load_inline)
 
 
 class _PastHorizon(Exception):
@@ -95,18 +95,12 @@ class AdapterStore:
         memory: the GPU adapter-memory layout (bound); None: flat slots, one per adapter, ``max_loras`` of them.
         kv: the KV cache, required when ``memory.shares_kv`` (adapters take their blocks from it).
         replica_id: the replica's index, stamped on the recorder's adapter events.
-        inline_horizon_s: not None: nothing but the step that loads sees or changes the store while it loads (one
-            replica, loads inside its steps, both links ``exclusive``), so :meth:`ensure` and :meth:`activate` do
-            each transfer's bookkeeping at its computed start and end times and wait once, until the last one ends:
-            the same times (the same float additions), evictions, hooks and records as one SimPy event per transfer.
-            A transfer that would end at or after this time (the horizon; ``math.inf``: none) is left in flight, as
-            the simulation stops before it ends. Ignored unless both links are exclusive.
     """
 
     def __init__(self, env: simpy.Environment, specs: dict[str, AdapterSpec], max_loras: int, max_cpu_loras: int,
                  disk_link: Link, pcie_link: Link, gpu_policy: EvictionPolicy, cpu_policy: EvictionPolicy,
                  recorder, pinned: Iterable[str] = (), memory: AdapterMemory | None = None,
-                 kv: KVCache | None = None, replica_id: int = 0, inline_horizon_s: float | None = None):
+                 kv: KVCache | None = None, replica_id: int = 0):
         self.env = env
         self.specs = specs
         self.max_loras = max_loras
@@ -136,12 +130,17 @@ class AdapterStore:
         self._gpu_loading = 0  # GPU entries not yet READY (their loads in flight)
         self._epoch = 0  # bumped whenever a GPU entry is added, becomes ready or is evicted
         self._all_ready: tuple[int, list[str]] | None = None  # (epoch, adapters) of the last all-ready missing()
-        self.inline_horizon_s: float | None = None
-        self.load_inline(inline_horizon_s)
+        self.inline_horizon_s: float | None = None  # see load_inline
 
     def load_inline(self, horizon_s: float | None) -> None:
-        """Do each step's transfers inline up to ``horizon_s`` (see ``inline_horizon_s`` in the class docstring;
-        None: one SimPy event per transfer). Ignored unless both links are exclusive."""
+        """Do each step's transfers inline up to ``horizon_s`` (None: one SimPy event per transfer, the default).
+
+        Valid where nothing but the step that loads sees or changes the store while it loads (one replica, loads
+        inside its steps, both links ``exclusive``; the engine also wants no checking recorder): :meth:`ensure` and
+        :meth:`activate` then do each transfer's bookkeeping at its computed start and end times and wait once,
+        until the last one ends: the same times (the same float additions), evictions, hooks and records as one
+        SimPy event per transfer. A transfer that would end at or after ``horizon_s`` (``math.inf``: none) is left
+        in flight, as the simulation stops before it ends. Ignored unless both links are exclusive."""
         self.inline_horizon_s = horizon_s if self.disk_link.exclusive and self.pcie_link.exclusive else None
 
     # ---- queries -------------------------------------------------------------------------------------------

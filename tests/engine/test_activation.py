@@ -1,7 +1,7 @@
 """``engine.adapter_activation``: vLLM's worker activates a step's adapters one at a time (``_apply_adapters``), so a
 load can evict an adapter the same step still needs, which is then loaded again; ``step`` loads the missing ones
 together, protecting the whole step. Timelines computed by hand: every CPU->GPU copy takes 0.05 s. Each store test
-runs with one SimPy event per transfer and with the transfers done inline (``AdapterStore.inline_horizon_s``)."""
+runs with one SimPy event per transfer and with the transfers done inline (``AdapterStore.load_inline``)."""
 
 from __future__ import annotations
 
@@ -32,13 +32,14 @@ BOTH_PATHS = pytest.mark.parametrize("inline", [None, math.inf], ids=["event-per
 
 def store_with(resident: list[str], pinned=(), inline: float | None = None) -> tuple[simpy.Environment, AdapterStore]:
     """Three GPU slots holding ``resident`` (used in this order: the first is the least recent), all in the CPU
-    cache; CPU->GPU copies take 0.05 s; ``inline``: the store's ``inline_horizon_s``."""
+    cache; CPU->GPU copies take 0.05 s; ``inline``: the horizon of :meth:`AdapterStore.load_inline`."""
     env = simpy.Environment()
     specs = {a: AdapterSpec(a, 8, ("q_proj",), 1000) for a in NAMES}
     links = {k: Link(env, k, LinkCost(0.05 if k == "cpu_to_gpu" else 0.1, float("inf")), exclusive=True)
              for k in ("disk_to_cpu", "cpu_to_gpu")}
     store = AdapterStore(env, specs, 3, len(NAMES), links["disk_to_cpu"], links["cpu_to_gpu"], LruEviction(),
-                         LruEviction(), Recorder(), pinned=pinned, inline_horizon_s=inline)
+                         LruEviction(), Recorder(), pinned=pinned)
+    store.load_inline(inline)
     for a in NAMES:
         store.cpu[a] = READY
         store.cpu_policy.on_insert(a, 0.0)

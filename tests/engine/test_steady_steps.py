@@ -25,7 +25,7 @@ CONFIGS = [
     ["workload.num_requests=300", "workload.arrivals.rate=1", "eviction.name=cost-aware"],
     ["workload.num_requests=300", "workload.arrivals.rate=2", "adapter_memory.name=unified"],
     ["workload.num_requests=300", "workload.arrivals.rate=2", "scheduler.name=fcfs-break"],
-    # adapter loads done inline (AdapterStore.inline_horizon_s): vLLM's activation order (a load may evict an
+    # adapter loads done inline (AdapterStore.load_inline): vLLM's activation order (a load may evict an
     # adapter the step activates later), pinned adapters as the last resort, a small CPU tier (disk reads, CPU
     # evictions taking GPU entries with them)
     ["workload.num_requests=400", "engine.adapter_activation=vllm"],
